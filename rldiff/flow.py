@@ -1,0 +1,143 @@
+"""Rectified-flow sampler steps and Gaussian log-densities (contract).
+
+Convention: ``x_sigma = (1 - sigma) * x0 + sigma * eps`` and the model predicts
+the velocity ``v = eps - x0``. Noise levels run from ``sigma_0 = 1`` down to
+``sigma_N = 0``. Every function is a pure function of its arguments; all
+arithmetic is done in float32 (or float64 when the inputs are float64) and the
+result is returned in that precision.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "ode_step",
+    "sde_step",
+    "flow_grpo_diffusion",
+    "gaussian_log_prob",
+    "shifted_sigmas",
+    "shift_sigma",
+]
+
+_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+def _as_float(x: Tensor) -> Tensor:
+    """Upcast half precisions to float32; keep float32/float64 as they are."""
+    if not torch.is_floating_point(x):
+        raise TypeError(f"expected a floating-point tensor, got dtype {x.dtype}")
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+def _level(value: float | Tensor, like: Tensor, name: str) -> float | Tensor:
+    """A noise level as a float or a tensor in ``like``'s dtype and device."""
+    if isinstance(value, Tensor):
+        return value.to(device=like.device, dtype=like.dtype)
+    if isinstance(value, (int, float)):
+        return float(value)
+    raise TypeError(f"{name} must be a float or a tensor, got {type(value).__name__}")
+
+
+def ode_step(x: Tensor, v: Tensor, sigma: float | Tensor, sigma_next: float | Tensor) -> Tensor:
+    """Euler step of the probability-flow ODE: ``x + (sigma_next - sigma) * v``."""
+    x, v = _as_float(x), _as_float(v)
+    sigma, sigma_next = _level(sigma, x, "sigma"), _level(sigma_next, x, "sigma_next")
+    return x + (sigma_next - sigma) * v
+
+
+def sde_step(
+    x: Tensor,
+    v: Tensor,
+    sigma: float | Tensor,
+    sigma_next: float | Tensor,
+    diffusion: float | Tensor,
+    noise: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Euler-Maruyama step of the reverse SDE with the ODE's marginals.
+
+    Returns ``(x_next, mean, std)``::
+
+        d       = sigma_next - sigma                       (negative)
+        eps_hat = x + (1 - sigma) * v                      (noise estimate)
+        mean    = x + d * (v + diffusion**2 / (2 * sigma) * eps_hat)
+        std     = diffusion * sqrt(-d)
+        x_next  = mean + std * noise
+
+    ``noise`` defaults to a standard normal draw from ``generator``. With
+    ``diffusion = 0`` this is exactly :func:`ode_step` with ``std = 0``.
+    ``std`` is returned broadcast to nothing more than its inputs' shapes
+    (a 0-d tensor when every level is a float).
+    """
+    x, v = _as_float(x), _as_float(v)
+    if x.shape != v.shape:
+        raise ValueError(f"x and v must have the same shape, got x {tuple(x.shape)} and v {tuple(v.shape)}")
+    sigma, sigma_next = _level(sigma, x, "sigma"), _level(sigma_next, x, "sigma_next")
+    diffusion = _level(diffusion, x, "diffusion")
+    if not isinstance(sigma, Tensor) and not isinstance(sigma_next, Tensor) and sigma_next > sigma:
+        raise ValueError(f"sde_step runs from noise to data: need sigma_next <= sigma, got {sigma_next} > {sigma}")
+    d = torch.as_tensor(sigma_next - sigma, dtype=x.dtype, device=x.device)
+    eps_hat = x + (1.0 - sigma) * v
+    drift = v
+    if isinstance(diffusion, Tensor) or diffusion != 0.0:
+        drift = v + diffusion**2 / (2.0 * sigma) * eps_hat
+    mean = x + d * drift
+    std = diffusion * torch.sqrt(-d)
+    std = torch.as_tensor(std, dtype=x.dtype, device=x.device)
+    if noise is None:
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    elif noise.shape != x.shape:
+        raise ValueError(f"noise must have x's shape {tuple(x.shape)}, got {tuple(noise.shape)}")
+    x_next = mean + std * _as_float(noise).to(x.dtype)
+    return x_next, mean, std
+
+
+def flow_grpo_diffusion(sigma: float | Tensor, eta: float, sigma_cap: float = 0.99) -> float | Tensor:
+    """Flow-GRPO's diffusion coefficient ``eta * sqrt(sigma / (1 - min(sigma, sigma_cap)))``.
+
+    ``sigma_cap < 1`` keeps the coefficient finite at ``sigma = 1``.
+    """
+    if not 0.0 < sigma_cap < 1.0:
+        raise ValueError(f"sigma_cap must lie in (0, 1), got {sigma_cap}")
+    if isinstance(sigma, Tensor):
+        s = _as_float(sigma)
+        return eta * torch.sqrt(s / (1.0 - torch.clamp(s, max=sigma_cap)))
+    return eta * math.sqrt(sigma / (1.0 - min(sigma, sigma_cap)))
+
+
+def gaussian_log_prob(x: Tensor, mean: Tensor, std: float | Tensor) -> Tensor:
+    """Elementwise ``Normal(mean, std)`` log-density of ``x``, averaged over all non-batch dims.
+
+    ``x`` and ``mean`` are ``[batch, ...]``; ``std`` is a float or a tensor that
+    broadcasts against them (``[batch]`` is read as one std per sample).
+    Returns ``[batch]``.
+    """
+    x, mean = _as_float(x), _as_float(mean)
+    if x.shape != mean.shape:
+        raise ValueError(f"x and mean must have the same shape, got {tuple(x.shape)} and {tuple(mean.shape)}")
+    std = torch.as_tensor(std, dtype=x.dtype, device=x.device)
+    if std.dim() == 1 and x.dim() > 1 and std.shape[0] == x.shape[0]:
+        std = std.view(-1, *([1] * (x.dim() - 1)))
+    if bool((std <= 0).any()):
+        raise ValueError("gaussian_log_prob needs std > 0 (a deterministic step has no log-prob)")
+    logp = -((x - mean) ** 2) / (2.0 * std**2) - torch.log(std) - _LOG_SQRT_2PI
+    return logp.flatten(1).mean(dim=1) if logp.dim() > 1 else logp
+
+
+def shift_sigma(sigma: float | Tensor, shift: float) -> float | Tensor:
+    """Timestep shift ``s * sigma / (1 + (s - 1) * sigma)`` (identity at ``s = 1``)."""
+    if shift <= 0:
+        raise ValueError(f"shift must be > 0, got {shift}")
+    return shift * sigma / (1.0 + (shift - 1.0) * sigma)
+
+
+def shifted_sigmas(num_steps: int, shift: float = 1.0) -> Tensor:
+    """``[N+1]`` float32 noise levels from 1 to 0: ``linspace(1, 0, N+1)`` mapped by :func:`shift_sigma`."""
+    if not isinstance(num_steps, int) or num_steps < 1:
+        raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
+    u = torch.linspace(1.0, 0.0, num_steps + 1, dtype=torch.float64)  # [N+1]
+    return shift_sigma(u, shift).float()
