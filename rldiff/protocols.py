@@ -155,8 +155,12 @@ class Collector(Protocol):
     ``collect(policy, control, group_size, mask, generator)`` uses the
     stochasticity ``mask [F, N]`` (shared by all rollouts of the call) and
     returns the rollout TensorDict of :mod:`rldiff.rollout`, rows in ``[B, G]``
-    order (row ``b * G + g``). It runs without gradients.
+    order (row ``b * G + g``). It runs without gradients. ``num_frames`` (F)
+    and ``num_steps`` (N) give the mask's shape.
     """
+
+    num_frames: int
+    num_steps: int
 
     def collect(
         self,
