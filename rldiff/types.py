@@ -98,11 +98,13 @@ class Control:
     def __len__(self) -> int:
         return self.batch_size
 
-    def _map(self, fn) -> "Control":
+    def _map(self, fn, prompt: list[str] | None = None) -> "Control":
         kwargs = {}
         for f in fields(self):
             value = getattr(self, f.name)
             kwargs[f.name] = fn(value) if isinstance(value, Tensor) else value
+        if prompt is not None:
+            kwargs["prompt"] = prompt
         return Control(**kwargs)
 
     def index(self, idx: Tensor | list[int] | slice) -> "Control":
@@ -115,9 +117,7 @@ class Control:
             if not 0 <= r < self.batch_size:
                 raise IndexError(f"Control.index: index {r} out of range for batch size {self.batch_size}")
         index = torch.tensor(rows, dtype=torch.long)
-        out = self._map(lambda t: t.index_select(0, index.to(t.device)))
-        out.prompt = [self.prompt[r] for r in rows]
-        return out
+        return self._map(lambda t: t.index_select(0, index.to(t.device)), prompt=[self.prompt[r] for r in rows])
 
     def repeat_interleave(self, repeats: int) -> "Control":
         """Each control ``repeats`` times in a row: ``[B] -> [B * repeats]`` (the ``[B, G]`` layout)."""
