@@ -84,7 +84,7 @@ def _paths(num_frames: int, n: int, margin: Tensor, generator: torch.Generator |
     speed = torch.randint(0, len(SPEEDS), (n,), generator=generator)
     s = _speed_profile(torch.linspace(0, 1, num_frames), speed)  # [n, T]
     u = torch.rand(n, 8, generator=generator)  # [n, 8] raw parameters
-    length = 0.3 + 0.3 * u[:, 0]  # travel distance (fraction of the image)
+    length = 0.2 + 0.25 * u[:, 0]  # travel distance (fraction of the image)
     heading = 2 * math.pi * u[:, 1]
     direction = torch.stack([heading.cos(), heading.sin()], dim=-1)  # [n, 2]
     normal = torch.stack([-heading.sin(), heading.cos()], dim=-1)  # [n, 2]
@@ -200,9 +200,10 @@ def render(scene: SpriteScene, image_size: int) -> Tensor:
         ang = scene.angle[:, j, None, None, None]
         u = (dx * ang.cos() + dy * ang.sin()) / r
         v = (-dx * ang.sin() + dy * ang.cos()) / r
-        stripes = 0.5 + 0.5 * torch.tanh(4 * torch.sin(2.5 * math.pi * u))
-        dots = torch.sigmoid((0.3 - torch.sqrt((torch.remainder(u * 1.5, 1.0) - 0.5) ** 2 + (torch.remainder(v * 1.5, 1.0) - 0.5) ** 2)) * 20)
-        shade = torch.stack([torch.zeros_like(u), stripes, dots], 1)  # [B, 3, T, H, W]
+        stripes = 0.5 + 0.5 * torch.tanh(4 * torch.sin(1.5 * math.pi * u))
+        dots = torch.sigmoid((0.3 - torch.sqrt((torch.remainder(u + 0.5, 1.0) - 0.5) ** 2 + (torch.remainder(v + 0.5, 1.0) - 0.5) ** 2)) * 20)
+        shaded = (0.25 * (u + v) + 0.15 * torch.sin(3.0 * u) * torch.cos(3.0 * v) + 0.3).clamp(0, 1)  # lit from the top left
+        shade = torch.stack([shaded, stripes, dots], 1)  # [B, 3, T, H, W]
         shade = torch.gather(shade, 1, scene.pattern[:, j, None, None, None, None].expand(-1, 1, t, image_size, image_size)).squeeze(1)
         ca, cb = scene.color_a[:, j, :, None, None, None], scene.color_b[:, j, :, None, None, None]  # [B, 3, 1, 1, 1]
         color = (ca * (1 - shade[:, None]) + cb * shade[:, None]).transpose(1, 2)  # [B, T, 3, H, W]
