@@ -1,0 +1,100 @@
+"""``EnvCollector``: drives the batched env with a policy and records what GRPO needs.
+
+Satisfies :class:`rldiff.protocols.Collector`. One ``collect`` call runs
+``R = B * G`` episodes in lockstep through an
+:class:`envs.ARVideoDenoisingVectorEnv` and returns the rollout TensorDict of
+:mod:`rldiff.rollout` (built by :class:`rldiff.rollout.RolloutRecorder`):
+
+- per stochastic step (``mask[m, n]`` True): ``("steps", "latent")`` the input
+  latent ``x_{m,n}``, ``action`` ``x_{m,n+1}``, ``mean``, ``std``, ``log_prob``
+  as the policy reported them when acting, ``frame``, ``step``, ``sigma``,
+  ``sigma_next``;
+- per frame: ``reward [R, F]`` and ``("reward_terms", name) [R, F]``;
+- ``clean [R, F, C, H, W]`` the finished latents, ``group`` and
+  ``control_index`` ``[R]`` (both ``b`` for row ``b * G + g``).
+
+Deterministic steps leave no trace but the clean frames. Nothing holds a full
+snapshot per step.
+"""
+
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDict
+from torch import Tensor
+
+from rldiff.rollout import RolloutRecorder
+from rldiff.types import Control
+
+from envs.spaces import policy_observation
+from envs.vector_env import ARVideoDenoisingVectorEnv
+
+__all__ = ["EnvCollector"]
+
+
+class EnvCollector:
+    """Runs rollouts of a policy in a :class:`ARVideoDenoisingVectorEnv`.
+
+    Args:
+        env: the vector env. A call with another ``R`` than ``env.num_envs``
+            uses (and caches) ``env.resized(R)``, which shares the env's parts.
+
+    ``collect(policy, control, group_size, mask, generator)``: ``control`` holds
+    B rows; the env is reset with a seed drawn from ``generator`` (so the
+    initial noise is reproducible from it), the policy with
+    ``control.repeat_interleave(G)``; each step calls
+    ``policy.act(obs, stochastic=bool(mask[m, n]), generator=generator)`` with
+    the observation TensorDict ``[R]`` (keys of :mod:`envs.spaces`, scalars ``[R]``).
+    """
+
+    def __init__(self, env: ARVideoDenoisingVectorEnv):
+        if not isinstance(env, ARVideoDenoisingVectorEnv):
+            raise TypeError(f"env must be an envs.ARVideoDenoisingVectorEnv, got {type(env).__name__}")
+        self.env = env
+        self.num_frames = env.num_frames
+        self.num_steps = env.num_steps
+        self._envs: dict[int, ARVideoDenoisingVectorEnv] = {}
+
+    def env_for(self, num_rows: int) -> ARVideoDenoisingVectorEnv:
+        """The lean (no-copy) vector env with ``num_rows`` rows."""
+        if num_rows not in self._envs:
+            self._envs[num_rows] = self.env.resized(num_rows, copy_obs=False)
+        return self._envs[num_rows]
+
+    def collect(
+        self,
+        policy,
+        control: Control,
+        group_size: int,
+        mask: Tensor,
+        generator: torch.Generator | None = None,
+    ) -> TensorDict:
+        f, n_steps = self.num_frames, self.num_steps
+        if not isinstance(mask, Tensor) or tuple(mask.shape) != (f, n_steps) or mask.dtype != torch.bool:
+            got = (tuple(mask.shape), mask.dtype) if isinstance(mask, Tensor) else type(mask).__name__
+            raise ValueError(f"mask must be a bool tensor [F, N] = {(f, n_steps)}, got {got}")
+        if not isinstance(group_size, int) or group_size < 1:
+            raise ValueError(f"group_size must be a positive int, got {group_size!r}")
+        r = len(control) * group_size
+        env = self.env_for(r)
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        obs, _ = env.reset(seed=seed, options={"control": control, "group_size": group_size})
+        policy.reset(env.control)  # R rows, [B, G] order
+        rows = torch.arange(r) // group_size  # [R]
+        recorder = RolloutRecorder(group=rows, control_index=rows)
+        stochastic = mask.tolist()
+        sigmas = env.world.sigmas.tolist()
+        for m in range(f):
+            for n in range(n_steps):
+                sde = stochastic[m][n]
+                latent = obs["snapshot"][:, m].clone() if sde else None  # [R, C, H, W]: x_{m,n}, overwritten by step
+                out = policy.act(policy_observation(obs), stochastic=sde, generator=generator)
+                action = out["action"]
+                obs, reward, _, _, info = env.step(action)
+                if sde:
+                    recorder.record_step(
+                        m, n, sigmas[n], sigmas[n + 1], latent, action, out["mean"], out["std"], out["log_prob"]
+                    )
+                if n == n_steps - 1:
+                    recorder.record_frame(action, reward, info["reward_terms"])
+        return recorder.build()

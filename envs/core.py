@@ -1,0 +1,195 @@
+"""The batched AR denoising MDP shared by the single and the vector env.
+
+:class:`World` fixes the shapes (from the codec and one probe control) and the
+sigma schedule; :class:`Episodes` advances ``R`` episodes in lockstep. Both env
+faces are thin wrappers around them, so "one vector env" and "R single envs"
+run the very same code.
+
+State of an episode at ``(m, n)`` (ARCHITECTURE.md, "The MDP"): the snapshot
+``X_{m,n} = (x_{<m,N}, x_{m,n}, x_{>m,0})`` ``[R, F, C, H, W]``, kept in one
+tensor updated in place: the action ``x_{m,n+1}`` overwrites slot ``m``. When
+``n + 1 = N`` frame ``m`` is finished: it is decoded by the codec's streaming
+decoder and scored by the streaming reward; the latent frame's reward is the
+reward of its last pixel frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from rldiff.flow import shifted_sigmas
+from rldiff.types import Control
+
+from envs.parts import resolve_part
+
+__all__ = ["World", "Episodes", "FrameResult", "check_action", "row_generators", "draw_noise"]
+
+_PROBE_SEED = 0
+
+
+@dataclass
+class World:
+    """Parts and shapes of one env configuration.
+
+    Attributes:
+        control_source, codec, reward: the resolved parts.
+        num_frames: F latent frames; num_steps: N steps per frame.
+        sigmas: ``[N+1]`` float32 noise levels, 1 ... 0.
+        latent_shape: ``(C, H, W)``.
+        num_pixel_frames: T = 1 + (F - 1) * temporal_factor.
+        num_tracks: K; image_size: ``(H_px, W_px)``.
+        device: where the snapshot, codec and reward run.
+    """
+
+    control_source: object
+    codec: object
+    reward: object
+    num_frames: int
+    num_steps: int
+    sigmas: Tensor
+    latent_shape: tuple[int, int, int]
+    num_pixel_frames: int
+    num_tracks: int
+    image_size: tuple[int, int]
+    device: torch.device
+
+    @staticmethod
+    def build(control_source, codec, reward, num_steps: int, shift: float, device: str | torch.device) -> "World":
+        """Resolve the parts and read the shapes off one probe control (seed 0) and the codec."""
+        if not isinstance(num_steps, int) or num_steps < 1:
+            raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
+        control_source = resolve_part(control_source, "control_source")
+        codec = resolve_part(codec, "codec")
+        reward = resolve_part(reward, "reward")
+        probe = control_source.sample(1, torch.Generator().manual_seed(_PROBE_SEED))
+        if not isinstance(probe, Control):
+            raise TypeError(f"control_source.sample must return an rldiff.types.Control, got {type(probe).__name__}")
+        t, tf, sf = probe.num_frames, int(codec.temporal_factor), int(codec.spatial_factor)
+        if (t - 1) % tf:
+            raise ValueError(f"control_source gives T={t} pixel frames; the codec needs T = 1 + (F-1)*{tf}")
+        hp, wp = probe.image_size
+        if hp % sf or wp % sf:
+            raise ValueError(f"control_source gives {hp}x{wp} images, not divisible by the codec's spatial_factor {sf}")
+        return World(
+            control_source=control_source,
+            codec=codec,
+            reward=reward,
+            num_frames=1 + (t - 1) // tf,
+            num_steps=num_steps,
+            sigmas=shifted_sigmas(num_steps, shift),
+            latent_shape=(int(codec.latent_channels), hp // sf, wp // sf),
+            num_pixel_frames=t,
+            num_tracks=probe.trajectory.shape[2],
+            image_size=(hp, wp),
+            device=torch.device(device),
+        )
+
+    @property
+    def snapshot_shape(self) -> tuple[int, ...]:
+        return (self.num_frames, *self.latent_shape)
+
+    def check_control(self, control: Control, rows: int, name: str = "options['control']") -> Control:
+        """Raise unless ``control`` is a ``Control`` of ``rows`` rows with this world's shapes; move it to the device."""
+        if not isinstance(control, Control):
+            raise TypeError(f"{name} must be an rldiff.types.Control, got {type(control).__name__}")
+        expected = (rows, self.num_pixel_frames, self.num_tracks, 2)
+        if tuple(control.trajectory.shape) != expected:
+            raise ValueError(f"{name}.trajectory must be [B, T, K, 2] = {expected}, got {tuple(control.trajectory.shape)}")
+        if control.image_size != self.image_size:
+            raise ValueError(f"{name}.reference must be {self.image_size} pixels, got {control.image_size}")
+        return control.to(self.device)
+
+
+def check_action(action, shape: tuple[int, ...], name: str = "action") -> Tensor:
+    """The action as a float32 tensor of ``shape``; numpy arrays are viewed as tensors. Raises on bad input."""
+    if isinstance(action, np.ndarray):
+        action = torch.from_numpy(action)
+    if not isinstance(action, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor (or numpy array) of shape {shape}, got {type(action).__name__}")
+    if action.dtype != torch.float32:
+        raise TypeError(f"{name} must be float32 (the next latent), got dtype {action.dtype}")
+    if tuple(action.shape) != shape:
+        raise ValueError(f"{name} must have shape {shape} (the next latent of the current frame), got {tuple(action.shape)}")
+    if not bool(torch.isfinite(action).all()):
+        raise ValueError(f"{name} contains NaN or inf")
+    return action
+
+
+def row_generators(seeds: list[int]) -> list[torch.Generator]:
+    """One CPU generator per row, row ``r`` seeded with ``seeds[r]``."""
+    return [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+
+def draw_noise(generators: list[torch.Generator], shape: tuple[int, ...]) -> Tensor:
+    """Initial noise ``[R, F, C, H, W]``: row ``r`` is ``randn(shape)`` from ``generators[r]`` (CPU, float32)."""
+    return torch.stack([torch.randn(shape, generator=g) for g in generators])  # [R, F, C, H, W]
+
+
+@dataclass
+class FrameResult:
+    """A finished latent frame: ``frame`` index m, ``reward [R]``, components ``{name: [R]}``."""
+
+    frame: int
+    reward: Tensor
+    terms: dict[str, Tensor]
+
+
+class Episodes:
+    """``R`` episodes of one :class:`World` advanced in lockstep (no RNG inside: transitions are deterministic)."""
+
+    def __init__(self, world: World):
+        self.world = world
+        self.snapshot: Tensor | None = None
+        self.control: Control | None = None
+        self.frame = 0
+        self.step_index = 0
+        self.done = True
+        self._decoder = None
+
+    @property
+    def num_rows(self) -> int:
+        return 0 if self.snapshot is None else self.snapshot.shape[0]
+
+    def start(self, control: Control, noise: Tensor) -> None:
+        """Begin ``R`` episodes from initial noise ``[R, F, C, H, W]`` (owned from now on) under ``control`` (R rows)."""
+        w = self.world
+        if tuple(noise.shape[1:]) != w.snapshot_shape or noise.shape[0] != control.batch_size:
+            raise ValueError(f"noise must be [R={control.batch_size}, *{w.snapshot_shape}], got {tuple(noise.shape)}")
+        self.snapshot = noise.to(device=w.device, dtype=torch.float32)  # [R, F, C, H, W]
+        self.control = control
+        self.frame, self.step_index, self.done = 0, 0, False
+        self._decoder = w.codec.stream_decoder()
+        w.reward.reset(control)
+
+    def advance(self, action: Tensor) -> FrameResult | None:
+        """Write the action ``[R, C, H, W]`` as ``x_{m,n+1}``; returns the frame's result when it completes."""
+        if self.done:
+            raise RuntimeError("the episode is over (terminated after the last frame): call reset() first")
+        w, m = self.world, self.frame
+        self.snapshot[:, m].copy_(action)
+        self.step_index += 1
+        if self.step_index < w.num_steps:
+            return None
+        result = self._finish_frame(m)
+        if m + 1 < w.num_frames:
+            self.frame, self.step_index = m + 1, 0
+        else:
+            self.done = True  # terminal state: (F-1, N)
+        return result
+
+    def _finish_frame(self, m: int) -> FrameResult:
+        r = self.num_rows
+        pixels = self._decoder.decode_next(self.snapshot[:, m])  # [R, t, 3, H_px, W_px]
+        out = self.world.reward.step(pixels)
+        if not isinstance(out, dict) or "reward" not in out:
+            raise TypeError(f"reward.step must return a dict with key 'reward', got {type(out).__name__}")
+        terms = {}
+        for key, value in out.items():
+            if value.dim() != 2 or value.shape[0] != r:
+                raise ValueError(f"reward.step()[{key!r}] must be [R={r}, t], got {tuple(value.shape)}")
+            terms[key] = value[:, -1].float()  # [R]: the reward of the last pixel frame of latent frame m
+        return FrameResult(frame=m, reward=terms.pop("reward"), terms=terms)

@@ -1,0 +1,182 @@
+"""``ARVideoDenoisingVectorEnv``: R = B * G episodes of the AR denoising MDP in one tensor batch.
+
+All rows advance in lockstep (every episode has the same horizon F*N), so the
+env is natively batched: one policy call, one decode and one reward call per
+step for all rows. ``gymnasium.make_vec("rldiff/ARVideoDenoising-v0",
+num_envs=R, vectorization_mode="vector_entry_point")`` builds it.
+
+Seeds and rows. ``reset(seed=s)`` seeds row ``r``'s generator with ``s + r``
+(``seed`` may also be a list of R ints, row r gets ``seed[r]``); without a seed
+the generators continue. Row ``r`` draws its initial noise ``[F, C, H, W]``
+first. Without ``options["control"]``, group ``b`` (rows ``b*G .. b*G+G-1``)
+gets ``control_source.sample(1, generator of row b*G)``, drawn after that
+row's noise. Hence row ``r`` equals a single :class:`ARVideoDenoisingEnv`
+reset with seed ``s + r`` and the same control (and with G = 1 and drawn
+controls, simply the single env with seed ``s + r``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+from torch import Tensor
+
+from rldiff.types import Control
+
+from envs.core import Episodes, World, check_action, draw_noise, row_generators
+from envs.parts import DEFAULT_CODEC, DEFAULT_CONTROLS, DEFAULT_REWARD
+from envs.spaces import action_space, control_observation, observation_space, observe
+
+__all__ = ["ARVideoDenoisingVectorEnv"]
+
+_OPTION_KEYS = {"control", "group_size", "reset_mask"}
+
+
+class ARVideoDenoisingVectorEnv(VectorEnv):
+    """``num_envs = R`` rollouts laid out as ``[B, G]`` (row ``b * G + g``).
+
+    Args:
+        num_envs: R rows.
+        control_source, codec, reward, num_steps, shift, device: as for
+            :class:`envs.ARVideoDenoisingEnv`.
+        group_size: default G (rollouts per control); ``reset(options={"group_size": G})`` overrides it.
+        copy_obs: return fresh observation tensors (default). ``False`` returns
+            the env's own snapshot and control tensors, valid until the next
+            ``step``/``reset`` (the collector's lean path).
+
+    ``reset(seed, options)``: ``options["control"]`` is a ``Control`` of
+    ``B = R / G`` rows; ``options["reset_mask"]`` (sent by torchrl) must be
+    all-True or all-False since rows run in lockstep. ``step(actions [R, C, H, W])``
+    returns rewards ``[R]`` (0 except on a frame's last step, where ``info``
+    holds ``"frame"`` and ``"reward_terms"`` ``{name: [R]}``), terminations
+    ``[R]`` bool and truncations ``[R]`` bool. Autoreset is disabled: after the
+    last frame call ``reset``.
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.DISABLED, "render_modes": []}
+    autoreset_mode = AutoresetMode.DISABLED
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        control_source=DEFAULT_CONTROLS,
+        codec=DEFAULT_CODEC,
+        reward=DEFAULT_REWARD,
+        *,
+        num_steps: int = 3,
+        shift: float = 1.0,
+        device: str | torch.device = "cpu",
+        group_size: int = 1,
+        copy_obs: bool = True,
+        world: World | None = None,
+        render_mode: str | None = None,
+    ):
+        if not isinstance(num_envs, int) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+        if render_mode is not None:
+            raise ValueError(f"render_mode: this env renders nothing, got {render_mode!r}")
+        self.world = world if world is not None else World.build(control_source, codec, reward, num_steps, shift, device)
+        self.num_envs = num_envs
+        self.group_size = self._check_group_size(group_size)
+        self.copy_obs = copy_obs
+        self.single_observation_space = observation_space(self.world)
+        self.single_action_space = action_space(self.world)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self._episodes = Episodes(self.world)
+        self._controls: dict[str, Tensor] = {}
+        self._generators: list[torch.Generator] | None = None
+        self._action_shape = (num_envs, *self.world.latent_shape)
+        self._zeros = torch.zeros(num_envs, device=self.world.device)
+        self._false = torch.zeros(num_envs, dtype=torch.bool, device=self.world.device)
+
+    def resized(self, num_envs: int, copy_obs: bool | None = None) -> "ARVideoDenoisingVectorEnv":
+        """A vector env of ``num_envs`` rows over the same parts (no new instantiation)."""
+        return ARVideoDenoisingVectorEnv(
+            num_envs,
+            world=self.world,
+            group_size=1,
+            copy_obs=self.copy_obs if copy_obs is None else copy_obs,
+        )
+
+    @property
+    def num_frames(self) -> int:
+        return self.world.num_frames
+
+    @property
+    def num_steps(self) -> int:
+        return self.world.num_steps
+
+    @property
+    def control(self) -> Control | None:
+        """The current episodes' controls (R rows, ``[B, G]`` order)."""
+        return self._episodes.control
+
+    @property
+    def snapshot(self) -> Tensor | None:
+        """The current snapshot ``[R, F, C, H, W]`` (the env's own tensor: do not modify)."""
+        return self._episodes.snapshot
+
+    def _check_group_size(self, group_size) -> int:
+        if not isinstance(group_size, int) or group_size < 1 or self.num_envs % group_size:
+            raise ValueError(f"group_size must be a positive int dividing num_envs={self.num_envs}, got {group_size!r}")
+        return group_size
+
+    def _seed_rows(self, seed) -> None:
+        r = self.num_envs
+        if isinstance(seed, (list, tuple, np.ndarray)):
+            if len(seed) != r or any(s is None for s in seed):
+                raise ValueError(f"seed: a list of seeds needs one int per row (R={r}), got {list(seed)}")
+            super().reset(seed=int(seed[0]))
+            self._generators = row_generators([int(s) for s in seed])
+        elif seed is not None:
+            super().reset(seed=int(seed))
+            self._generators = row_generators([int(seed) + i for i in range(r)])
+        elif self._generators is None:
+            base = int(self.np_random.integers(2**62))
+            self._generators = row_generators([base + i for i in range(r)])
+
+    def reset(self, *, seed=None, options: dict[str, Any] | None = None):
+        options = dict(options or {})
+        unknown = set(options) - _OPTION_KEYS
+        if unknown:
+            raise ValueError(f"reset: unknown options {sorted(unknown)}; accepted: {sorted(_OPTION_KEYS)}")
+        mask = options.pop("reset_mask", None)
+        if mask is not None:
+            mask = np.asarray(mask, dtype=bool).reshape(-1)
+            if not mask.any() and self._episodes.snapshot is not None:
+                return self._observe(), {}
+            if not mask.all():
+                raise ValueError("reset_mask: rows run in lockstep, so a partial reset is not supported; reset all rows")
+        group_size = self._check_group_size(options.get("group_size", self.group_size))
+        self._seed_rows(seed)
+        noise = draw_noise(self._generators, self.world.snapshot_shape)  # [R, F, C, H, W]
+        num_controls = self.num_envs // group_size
+        control = options.get("control")
+        if control is None:
+            drawn = [self.world.control_source.sample(1, self._generators[b * group_size]) for b in range(num_controls)]
+            control = Control.cat(drawn)
+        control = self.world.check_control(control, rows=num_controls).repeat_interleave(group_size)  # R rows
+        self._episodes.start(control, noise)
+        self._controls = control_observation(control)
+        return self._observe(), {}
+
+    def step(self, actions):
+        if self._episodes.snapshot is None:
+            raise RuntimeError("step() called before reset()")
+        actions = check_action(actions, self._action_shape, "actions")
+        result = self._episodes.advance(actions.to(self.world.device))
+        info: dict[str, Any] = {}
+        reward = self._zeros
+        if result is not None:
+            reward = result.reward
+            info = {"frame": result.frame, "reward_terms": result.terms}
+        terminated = torch.full_like(self._false, self._episodes.done)
+        return self._observe(), reward.clone(), terminated, self._false.clone(), info
+
+    def _observe(self) -> dict[str, Tensor]:
+        return observe(self._episodes, self._controls, copy=self.copy_obs)
