@@ -18,9 +18,14 @@ import torch
 import torch.nn.functional as F_
 from torch import Tensor
 
-from rldiff.types import check_video
-
-from policies.latent_layout import check_image, check_latents, latent_frames_for, pixel_frames_for
+from policies.latent_layout import (
+    check_image,
+    check_latents,
+    check_pixel_video,
+    check_stream_chunk,
+    latent_frames_for,
+    pixel_frames_for,
+)
 from policies.wan_vae import WanVAECodec, WanVAEStreamDecoder, WanVAEStreamEncoder  # re-exported; diffusers loads lazily
 
 __all__ = [
@@ -65,11 +70,6 @@ class PixelCodec:
         return f"PixelCodec(factor={self.spatial_factor}, temporal_factor={self.temporal_factor})"
 
     # -- per-chunk maps (one latent frame <-> its pixel frames) ---------------
-    def _check_size(self, height: int, width: int, name: str) -> None:
-        f = self.spatial_factor
-        if height % f or width % f:
-            raise ValueError(f"{name}: H, W = {height}, {width} must be divisible by the codec's factor {f}")
-
     def _encode_chunk(self, frames: Tensor) -> Tensor:
         """``[B, tf, 3, H_px, W_px]`` -> ``[B, C, H, W]``."""
         b, tf, _, hp, wp = frames.shape
@@ -88,10 +88,8 @@ class PixelCodec:
     # -- Codec protocol ---------------------------------------------------------
     def encode(self, video: Tensor) -> Tensor:
         """``[B, T, 3, H_px, W_px]`` in [0, 1] -> ``[B, F, C, H_px/factor, W_px/factor]``."""
-        check_video(video, "PixelCodec.encode: video")
-        b, t, _, hp, wp = video.shape
-        self._check_size(hp, wp, "PixelCodec.encode: video")
-        num_latent = latent_frames_for(t, self.temporal_factor, "PixelCodec.encode: video")
+        num_latent = check_pixel_video(video, self.spatial_factor, self.temporal_factor, "PixelCodec.encode: video")
+        b, _, _, hp, wp = video.shape
         tf = self.temporal_factor
         first = video[:, :1].expand(b, tf, 3, hp, wp)  # [B, tf, 3, H_px, W_px]
         chunks = [first] + [video[:, 1 + i * tf : 1 + (i + 1) * tf] for i in range(num_latent - 1)]
@@ -141,14 +139,9 @@ class PixelStreamEncoder:
 
     def encode_next(self, frames: Tensor) -> Tensor:
         """``[B, t, 3, H_px, W_px]`` (``t = 1`` first, then ``temporal_factor``) -> ``[B, C, H, W]``."""
-        check_video(frames, "PixelStreamEncoder.encode_next: frames")
-        expected = 1 if self.frames_seen == 0 else self.codec.temporal_factor
-        if frames.shape[1] != expected:
-            raise ValueError(
-                f"PixelStreamEncoder.encode_next: call {self.frames_seen} expects t = {expected} pixel frames, "
-                f"got {frames.shape[1]}"
-            )
-        self.codec._check_size(frames.shape[-2], frames.shape[-1], "PixelStreamEncoder.encode_next: frames")
+        codec = self.codec
+        name = "PixelStreamEncoder.encode_next: frames"
+        check_stream_chunk(frames, self.frames_seen, codec.spatial_factor, codec.temporal_factor, name)
         if self.frames_seen == 0:
             frames = frames.expand(-1, self.codec.temporal_factor, -1, -1, -1)  # [B, tf, 3, H_px, W_px]
         self.frames_seen += 1

@@ -12,7 +12,14 @@ from torch import Tensor
 
 from rldiff.types import check_video
 
-__all__ = ["check_image", "check_latents", "latent_frames_for", "pixel_frames_for"]
+__all__ = [
+    "check_image",
+    "check_latents",
+    "check_pixel_video",
+    "check_stream_chunk",
+    "latent_frames_for",
+    "pixel_frames_for",
+]
 
 
 def pixel_frames_for(num_latent_frames: int, temporal_factor: int) -> int:
@@ -49,3 +56,21 @@ def check_image(image: Tensor, name: str = "image") -> None:
         shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
         raise ValueError(f"{name} must be [B, 3, H, W] in [0, 1], got {shape}")
     check_video(image[:, None], name)
+
+
+def check_pixel_video(video: Tensor, spatial_factor: int, temporal_factor: int, name: str = "video") -> int:
+    """Raise unless ``video`` is ``[B, T, 3, H, W]`` in [0, 1] that a codec with these factors can encode; returns F."""
+    check_video(video, name)
+    h, w = video.shape[-2:]
+    if h % spatial_factor or w % spatial_factor:
+        raise ValueError(f"{name}: H, W = {h}, {w} must be divisible by the codec's spatial factor {spatial_factor}")
+    return latent_frames_for(video.shape[1], temporal_factor, name)
+
+
+def check_stream_chunk(frames: Tensor, frames_seen: int, spatial_factor: int, temporal_factor: int, name: str) -> None:
+    """Raise unless ``frames [B, t, 3, H, W]`` is the next chunk of a streamed encode (t = 1 first, then the factor)."""
+    check_video(frames, name)
+    expected = 1 if frames_seen == 0 else temporal_factor
+    if frames.shape[1] != expected:
+        raise ValueError(f"{name}: call {frames_seen} expects t = {expected} pixel frames, got {frames.shape[1]}")
+    check_pixel_video(frames[:, :1], spatial_factor, 1, name)

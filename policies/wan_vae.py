@@ -23,9 +23,7 @@ import os
 import torch
 from torch import Tensor
 
-from rldiff.types import check_video
-
-from policies.latent_layout import check_image, check_latents, latent_frames_for
+from policies.latent_layout import check_image, check_latents, check_pixel_video, check_stream_chunk
 from policies.local_dirs import require_local_dir
 
 __all__ = ["WanVAECodec", "WanVAEStreamDecoder", "WanVAEStreamEncoder"]
@@ -117,18 +115,11 @@ class WanVAECodec:
         z = z * self._std.to(z.device) + self._mean.to(z.device)
         return z.to(self.dtype)
 
-    def _check_pixels(self, video: Tensor, name: str) -> int:
-        check_video(video, name)
-        h, w = video.shape[-2:]
-        if h % self.spatial_factor or w % self.spatial_factor:
-            raise ValueError(f"{name}: H, W = {h}, {w} must be divisible by the VAE's spatial factor {self.spatial_factor}")
-        return latent_frames_for(video.shape[1], self.temporal_factor, name)
-
     # -- Codec protocol ------------------------------------------------------------
     @torch.no_grad()
     def encode(self, video: Tensor) -> Tensor:
         """``[B, T, 3, H, W]`` in [0, 1] -> normalized latents ``[B, F, C, H/s, W/s]`` (posterior mean)."""
-        self._check_pixels(video, "WanVAECodec.encode: video")
+        check_pixel_video(video, self.spatial_factor, self.temporal_factor, "WanVAECodec.encode: video")
         params = self.vae.encode(self._to_vae_pixels(video)).latent_dist.parameters  # [B, 2C, F, H, W]
         return self._normalize(params)
 
@@ -192,13 +183,7 @@ class WanVAEStreamEncoder:
         """``[B, t, 3, H, W]`` in [0, 1] (``t = 1`` first, then ``temporal_factor``) -> ``[B, C, H/s, W/s]``."""
         codec = self.codec
         name = "WanVAEStreamEncoder.encode_next: frames"
-        check_video(frames, name)
-        expected = 1 if self.frames_seen == 0 else codec.temporal_factor
-        if frames.shape[1] != expected:
-            raise ValueError(f"{name}: call {self.frames_seen} expects t = {expected} pixel frames, got {frames.shape[1]}")
-        h, w = frames.shape[-2:]
-        if h % codec.spatial_factor or w % codec.spatial_factor:
-            raise ValueError(f"{name}: H, W = {h}, {w} must be divisible by the VAE's spatial factor {codec.spatial_factor}")
+        check_stream_chunk(frames, self.frames_seen, codec.spatial_factor, codec.temporal_factor, name)
         x = codec._to_vae_pixels(frames)  # [B, 3, t, H, W]
         if codec.vae.config.patch_size is not None:
             from diffusers.models.autoencoders.autoencoder_kl_wan import patchify

@@ -81,7 +81,7 @@ def test_pixel_codec_encode_image_and_decode_clamps():
 
 def test_pixel_codec_errors_name_the_culprit():
     codec = PixelCodec(factor=4, temporal_factor=2)
-    with pytest.raises(ValueError, match="divisible by the codec's factor 4"):
+    with pytest.raises(ValueError, match="divisible by the codec's spatial factor 4"):
         codec.encode(torch.rand(1, 3, 3, 10, 8))
     with pytest.raises(ValueError, match=r"T = 4 pixel frames"):
         codec.encode(torch.rand(1, 4, 3, 8, 8))
