@@ -1,0 +1,163 @@
+"""Loading, saving and tiny configs of :class:`policies.CausalWan`.
+
+Directory layout (diffusers' own, so any diffusers-format Wan transformer
+directory loads): ``config.json`` + ``diffusion_pytorch_model.safetensors``
+(or a sharded ``.safetensors.index.json``), plus ``causal_config.json`` with
+``extra_in_channels``, ``window`` and ``sink`` once saved by ``CausalWan``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+
+import torch
+from torch import nn
+
+__all__ = ["CAUSAL_CONFIG", "widen_patch_embedding", "load_causal_wan", "save_causal_wan", "tiny_causal_wan"]
+
+CAUSAL_CONFIG = "causal_config.json"
+_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json")
+
+
+@torch.no_grad()
+def widen_patch_embedding(transformer, extra_in_channels: int) -> None:
+    """Append ``extra_in_channels`` zero-initialized input channels to the patch embedding (in place).
+
+    The pretrained output is unchanged whatever the new channels hold; the
+    model config's ``in_channels`` is updated so ``save_pretrained`` round-trips.
+    """
+    if int(extra_in_channels) < 0:
+        raise ValueError(f"extra_in_channels must be >= 0, got {extra_in_channels}")
+    if extra_in_channels == 0:
+        return
+    old = transformer.patch_embedding
+    new = nn.Conv3d(old.in_channels + extra_in_channels, old.out_channels, kernel_size=old.kernel_size, stride=old.stride)
+    new = new.to(device=old.weight.device, dtype=old.weight.dtype)
+    new.weight.zero_()
+    new.weight[:, : old.in_channels].copy_(old.weight)
+    new.bias.copy_(old.bias)
+    transformer.patch_embedding = new
+    transformer.register_to_config(in_channels=old.in_channels + extra_in_channels)
+
+
+def _check_dir(local_dir) -> str:
+    path = os.fspath(local_dir)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"CausalWan.from_pretrained: local_dir {path!r} does not exist (expected a diffusers Wan transformer directory)")
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise FileNotFoundError(f"CausalWan.from_pretrained: no config.json in {path!r}")
+    if not any(os.path.isfile(os.path.join(path, w)) for w in _WEIGHTS):
+        raise FileNotFoundError(f"CausalWan.from_pretrained: no weights in {path!r} (expected one of {list(_WEIGHTS)}; only safetensors are read)")
+    with open(os.path.join(path, "config.json")) as f:
+        config = json.load(f)
+    name = config.get("_class_name", "WanTransformer3DModel")
+    if name != "WanTransformer3DModel":
+        raise ValueError(f"CausalWan.from_pretrained: {path!r} holds a {name}, expected a WanTransformer3DModel")
+    return path
+
+
+def load_causal_wan(cls, local_dir, extra_in_channels: int | None = None, window: int | None = None, sink: int | None = None, torch_dtype: torch.dtype | None = None):
+    """Load a ``CausalWan`` from a local diffusers-format Wan transformer directory.
+
+    A plain Wan directory (no ``causal_config.json``) gets ``extra_in_channels``
+    (default 0) zero-initialized input channels. A directory saved by
+    ``CausalWan.save_pretrained`` already has them; passing a different
+    ``extra_in_channels`` is an error. ``window``/``sink`` default to the saved
+    values, else 7 and 0.
+    """
+    from diffusers import WanTransformer3DModel
+
+    path = _check_dir(local_dir)
+    saved = {}
+    if os.path.isfile(os.path.join(path, CAUSAL_CONFIG)):
+        with open(os.path.join(path, CAUSAL_CONFIG)) as f:
+            saved = json.load(f)
+    transformer = WanTransformer3DModel.from_pretrained(path, torch_dtype=torch_dtype, use_safetensors=True)
+    if saved:
+        if extra_in_channels is not None and int(extra_in_channels) != int(saved["extra_in_channels"]):
+            raise ValueError(
+                f"extra_in_channels={extra_in_channels} conflicts with {path!r}, saved with extra_in_channels={saved['extra_in_channels']}"
+            )
+        extra = int(saved["extra_in_channels"])
+    else:
+        extra = 0 if extra_in_channels is None else int(extra_in_channels)
+        cond_channels = transformer.config.in_channels - transformer.config.out_channels
+        if extra < 0:
+            raise ValueError(f"extra_in_channels must be >= 0, got {extra}")
+        widen_patch_embedding(transformer, extra)
+        if cond_channels < 0:
+            raise ValueError(f"{path!r}: in_channels {transformer.config.in_channels} < out_channels {transformer.config.out_channels}")
+    window = saved.get("window", 7) if window is None else window
+    sink = saved.get("sink", 0) if sink is None else sink
+    return cls(transformer, extra_in_channels=extra, window=window, sink=sink)
+
+
+def save_causal_wan(model, save_dir) -> None:
+    """Save in diffusers layout plus ``causal_config.json``; each file lands via ``os.replace`` (atomic per file)."""
+    save_dir = os.fspath(save_dir)
+    parent = os.path.dirname(os.path.abspath(save_dir))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".causal_wan_tmp_", dir=parent)
+    try:
+        model.transformer.save_pretrained(tmp, safe_serialization=True)
+        with open(os.path.join(tmp, CAUSAL_CONFIG), "w") as f:
+            json.dump({"extra_in_channels": model.extra_in_channels, "window": model.window, "sink": model.sink}, f, indent=2)
+        os.makedirs(save_dir, exist_ok=True)
+        for name in sorted(os.listdir(tmp)):
+            os.replace(os.path.join(tmp, name), os.path.join(save_dir, name))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def tiny_config(
+    latent_channels: int = 48,
+    mask_channels: int = 4,
+    num_layers: int = 2,
+    num_heads: int = 2,
+    head_dim: int = 32,
+    ffn_dim: int = 128,
+    text_dim: int = 32,
+    freq_dim: int = 32,
+    image_dim: int | None = None,
+    rope_max_seq_len: int = 1024,
+) -> dict:
+    """A ``WanTransformer3DModel`` config with Wan I2V's channel layout (noisy | mask | reference), tiny dims."""
+    dim = num_heads * head_dim
+    return dict(
+        patch_size=(1, 2, 2),
+        num_attention_heads=num_heads,
+        attention_head_dim=head_dim,
+        in_channels=2 * latent_channels + mask_channels,
+        out_channels=latent_channels,
+        text_dim=text_dim,
+        freq_dim=freq_dim,
+        ffn_dim=ffn_dim,
+        num_layers=num_layers,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        eps=1e-6,
+        image_dim=image_dim,
+        added_kv_proj_dim=dim if image_dim is not None else None,
+        rope_max_seq_len=rope_max_seq_len,
+    )
+
+
+def tiny_causal_wan(cls, extra_in_channels: int | None = None, window: int = 7, sink: int = 0, seed: int = 0, **config):
+    """A tiny random ``CausalWan`` (defaults: C = 48, 2 layers, dim 64, patch (1, 2, 2)).
+
+    ``config`` goes to :func:`tiny_config`; ``extra_in_channels`` defaults to
+    the latent channels (trajectory latents). Weights are drawn from ``seed``
+    without touching the global RNG.
+    """
+    from diffusers import WanTransformer3DModel
+
+    cfg = tiny_config(**config)
+    extra = cfg["out_channels"] if extra_in_channels is None else int(extra_in_channels)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer = WanTransformer3DModel(**cfg)
+    widen_patch_embedding(transformer, extra)
+    return cls(transformer, extra_in_channels=extra, window=window, sink=sink)

@@ -1,0 +1,159 @@
+"""``FlowPolicy``: a causal velocity model as an RL policy of the AR denoising MDP.
+
+Satisfies ``rldiff.protocols.Policy`` (``reset``, ``act``) and
+``rldiff.protocols.RolloutPolicy`` (``recompute``, ``parameters``).
+
+Acting runs the model's KV-cache path one step at a time; ``recompute`` runs
+the parallel block-causal path once over a whole rollout. Both see the same
+numbers because:
+
+- the conditioning is a pure function of (control row, ``cond_seed``): each
+  row is encoded on its own with a fresh ``torch.Generator`` seeded with
+  ``cond_seed``, so the Gaussian-noise placeholders of a row are the same
+  whichever batch, subset or order of rows it is encoded in;
+- the model timestep is always ``1000 * sigma`` computed here in float32 from
+  the observation's ``sigma`` (acting) or the rollout's ``("steps", "sigma")``
+  (recompute); the observation's ``"timestep"`` is not read;
+- the SDE mean is ``rldiff.flow.sde_step`` in float32 in both.
+"""
+
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDict
+from torch import Tensor, nn
+
+from rldiff.flow import flow_grpo_diffusion, ode_step, sde_step
+from rldiff.flow import gaussian_log_prob
+from rldiff.types import Control
+
+__all__ = ["FlowPolicy", "encode_rows"]
+
+
+def encode_rows(encoder, control: Control, num_frames: int, seed: int) -> TensorDict:
+    """Conditioning of ``control``'s rows, each encoded with a fresh generator seeded ``seed`` -> batch ``[B]``."""
+    rows = []
+    for i in range(control.batch_size):
+        generator = torch.Generator().manual_seed(int(seed))
+        rows.append(encoder.encode(control.index([i]), num_frames, generator=generator))
+    return torch.cat(rows, dim=0)
+
+
+def _same_for_all_rows(values: Tensor, name: str) -> Tensor:
+    """``values [R, ...]`` must be equal across rows; returns row 0."""
+    if values.shape[0] and not bool((values == values[:1]).all()):
+        raise ValueError(f"{name} must be the same for every row (rows advance in lockstep), got {values.tolist()}")
+    return values[0]
+
+
+class FlowPolicy(nn.Module):
+    """Gaussian policy around a causal flow model's SDE step.
+
+    Args:
+        model: a causal velocity model with ``new_cache(cond)``,
+            ``forward_frame(x, m, timestep, cond, cache)``, ``commit(clean, m, cond, cache)``
+            and ``forward_parallel(clean, noisy, noisy_frames, noisy_timestep, cond)``
+            (e.g. :class:`policies.CausalWan`).
+        encoder: anything with ``encode(control, num_frames, generator) -> Conditioning``.
+            Not registered as a submodule: its (frozen) weights stay out of ``parameters()``.
+        eta: SDE noise scale of ``flow_grpo_diffusion``.
+        sigma_cap: cap of sigma inside ``flow_grpo_diffusion`` (keeps it finite at sigma = 1).
+        cond_seed: seed of the conditioning's noise placeholders (see module doc).
+    """
+
+    def __init__(self, model: nn.Module, encoder, eta: float = 1.0, sigma_cap: float = 0.99, cond_seed: int = 0) -> None:
+        super().__init__()
+        if eta <= 0:
+            raise ValueError(f"eta must be > 0 (eta = 0 gives std = 0 and log(0) on stochastic steps), got {eta}")
+        self.model = model
+        object.__setattr__(self, "encoder", encoder)
+        self.eta, self.sigma_cap, self.cond_seed = float(eta), float(sigma_cap), int(cond_seed)
+        self._control: Control | None = None
+        self._cond: TensorDict | None = None
+        self._cache = None
+        self._committed: list[Tensor] = []
+
+    # -- conditioning -----------------------------------------------------------
+    def conditioning(self, control: Control, num_frames: int) -> TensorDict:
+        """The conditioning of ``control`` for ``num_frames`` latent frames, on the model's device."""
+        device = next(self.model.parameters()).device
+        return encode_rows(self.encoder, control, num_frames, self.cond_seed).to(device)
+
+    def reset(self, control: Control) -> None:
+        """Start ``R = len(control)`` episodes; the conditioning is built at the first ``act`` (F from the snapshot)."""
+        if not isinstance(control, Control):
+            raise TypeError(f"reset expects an rldiff.types.Control, got {type(control).__name__}")
+        self._control, self._cond, self._cache, self._committed = control, None, None, []
+
+    def _sync_cache(self, snapshot: Tensor, m: int) -> None:
+        """Make the cache hold exactly ``snapshot[:, :m]``: rebuild when it holds anything else, then commit the rest."""
+        num = len(self._committed)
+        stale = self._cache is None or num > m or any(not torch.equal(c, snapshot[:, j]) for j, c in enumerate(self._committed))
+        if stale:
+            self._cache, self._committed = self.model.new_cache(self._cond), []
+        for j in range(len(self._committed), m):
+            clean = snapshot[:, j]  # [R, C, H, W]
+            self.model.commit(clean, j, self._cond, self._cache)
+            self._committed.append(clean.clone())
+
+    # -- acting -----------------------------------------------------------------
+    @torch.no_grad()
+    def act(self, obs: TensorDict, stochastic: bool, generator: torch.Generator | None = None) -> TensorDict:
+        """One decision: ``obs`` (batch ``[R]``: snapshot, frame_index, sigma, sigma_next) -> action, mean, std, log_prob."""
+        if self._control is None:
+            raise RuntimeError("FlowPolicy.act called before reset(control)")
+        snapshot = obs["snapshot"]  # [R, F, C, H, W]
+        r, num_frames = snapshot.shape[:2]
+        if r != self._control.batch_size:
+            raise ValueError(f"obs has R = {r} rows but reset got {self._control.batch_size} controls")
+        m = int(_same_for_all_rows(obs["frame_index"], "obs['frame_index']"))
+        if self._cond is None or self._cond["frames"].shape[1] != num_frames:
+            self._cond, self._cache, self._committed = self.conditioning(self._control, num_frames), None, []
+        device = next(self.model.parameters()).device
+        snapshot = snapshot.to(device)
+        self._sync_cache(snapshot, m)
+
+        x = snapshot[:, m].float()  # [R, C, H, W]
+        sigma = obs["sigma"].to(device).float().reshape(r)  # [R]
+        sigma_next = obs["sigma_next"].to(device).float().reshape(r)  # [R]
+        v = self.model.forward_frame(x, m, 1000.0 * sigma, self._cond, self._cache).float()  # [R, C, H, W]
+        s, s_next = sigma.view(r, 1, 1, 1), sigma_next.view(r, 1, 1, 1)
+        if stochastic:
+            diffusion = flow_grpo_diffusion(s, self.eta, self.sigma_cap)  # [R, 1, 1, 1]
+            action, mean, std = sde_step(x, v, s, s_next, diffusion, generator=generator)
+            std = std.reshape(r)  # [R]
+            log_prob = gaussian_log_prob(action, mean, std)  # [R]
+        else:
+            action = ode_step(x, v, s, s_next)
+            mean, std, log_prob = action, torch.zeros(r, device=device), torch.zeros(r, device=device)
+        return TensorDict({"action": action, "mean": mean, "std": std, "log_prob": log_prob}, batch_size=[r], device=device)
+
+    # -- GRPO -------------------------------------------------------------------
+    def recompute(self, rollout: TensorDict, control: Control) -> Tensor:
+        """SDE means ``[R, S, C, H, W]`` of the rollout's recorded steps under the current weights, in one parallel pass.
+
+        Uses ``rollout["clean"]`` as history and each ``("steps", "latent")`` at its
+        ``("steps", "sigma")``; the steps' frames must be the same for every row
+        (the stochasticity mask is shared by one collection). Differentiable.
+        """
+        clean = rollout["clean"]  # [R, F, C, H, W]
+        steps = rollout["steps"]
+        r, num_frames = clean.shape[:2]
+        latent = steps["latent"]  # [R, S, C, H, W]
+        num_steps = latent.shape[1]
+        if control.batch_size != r:
+            raise ValueError(f"recompute: control has {control.batch_size} rows, rollout has R = {r}")
+        if num_steps == 0:
+            return latent.new_zeros(latent.shape).float()
+        frames = _same_for_all_rows(steps["frame"], "rollout ('steps', 'frame')").long()  # [S]
+        device = next(self.model.parameters()).device
+        cond = self.conditioning(control, num_frames)
+        sigma = steps["sigma"].to(device).float()  # [R, S]
+        sigma_next = steps["sigma_next"].to(device).float()  # [R, S]
+        latent = latent.to(device).float()
+        history = clean[:, : int(frames.max())].to(device)  # [R, F_c, C, H, W]
+        v = self.model.forward_parallel(history, latent, frames, 1000.0 * sigma, cond).float()  # [R, S, C, H, W]
+        s, s_next = sigma[..., None, None, None], sigma_next[..., None, None, None]
+        diffusion = flow_grpo_diffusion(s, self.eta, self.sigma_cap)  # [R, S, 1, 1, 1]
+        _, mean, _ = sde_step(latent, v, s, s_next, diffusion, noise=torch.zeros_like(latent))
+        return mean  # [R, S, C, H, W]
