@@ -1,0 +1,76 @@
+"""EnvCollector: the rollout TensorDict holds exactly what GRPO needs, reproducibly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import envs
+from rldiff.flow import gaussian_log_prob
+from rldiff.protocols import Collector
+from rldiff.rollout import STEP_KEYS
+from rldiff.stochasticity import AllSteps, NoSteps, OneStepPerFrame
+
+
+@pytest.fixture
+def collector(small_env_kwargs):
+    return envs.EnvCollector(envs.ARVideoDenoisingVectorEnv(1, **small_env_kwargs))
+
+
+def test_rollout_layout_and_contents(collector, policy_cls):
+    assert isinstance(collector, Collector)
+    f, n = collector.num_frames, collector.num_steps  # 4, 3
+    b, g = 2, 3
+    control = collector.env.world.control_source.sample(b, torch.Generator().manual_seed(1))
+    mask = AllSteps().mask(f, n)  # steps 0 and 1 of every frame (the last step is excluded)
+    policy = policy_cls()
+    td = collector.collect(policy, control, g, mask, torch.Generator().manual_seed(0))
+    r, s = b * g, f * 2
+    assert td.batch_size == (r,)
+    assert set(td.keys()) == {"group", "control_index", "reward", "reward_terms", "clean", "steps"}
+    assert set(td["steps"].keys()) == set(STEP_KEYS) and td["steps"].batch_size == (r, s)
+    assert td["group"].tolist() == [0, 0, 0, 1, 1, 1] == td["control_index"].tolist()
+    assert policy.calls == [(m, k, bool(mask[m, k])) for m in range(f) for k in range(n)]
+    assert policy.control.prompt == [p for p in control.prompt for _ in range(g)]  # reset with R rows, [B, G] order
+    steps = td["steps"]
+    assert steps["frame"][0].tolist() == [0, 0, 1, 1, 2, 2, 3, 3] and steps["step"][0].tolist() == [0, 1] * 4
+    assert torch.allclose(steps["sigma"][0], torch.tensor([1.0, 2 / 3] * 4))
+    assert torch.allclose(steps["sigma_next"][0], torch.tensor([2 / 3, 1 / 3] * 4))
+    # the action of step (m, 0) is the input latent of step (m, 1)
+    assert torch.equal(steps["action"][:, 0::2], steps["latent"][:, 1::2])
+    # step (m, 0) starts from frame m's initial noise: what the env drew at reset from the collector's seed
+    seed = int(torch.randint(0, 2**62, (1,), generator=torch.Generator().manual_seed(0)))
+    single = envs.ARVideoDenoisingEnv(collector.env.world.control_source, collector.env.world.codec, collector.env.world.reward)
+    for row in (0, 4):
+        obs, _ = single.reset(seed=seed + row, options={"control": control.index([row // g])})
+        assert torch.equal(steps["latent"][row, 0::2], obs["snapshot"])
+    # old log-probs are the Gaussian log-density of the action under the recorded mean and std
+    lp = gaussian_log_prob(steps["action"].flatten(0, 1), steps["mean"].flatten(0, 1), steps["std"].flatten())
+    assert torch.allclose(lp, steps["log_prob"].flatten(), atol=1e-5)
+    assert bool((steps["std"] > 0).all())
+    # per-frame rewards: the stand-in scores decoded brightness of the clean frames
+    video = collector.env.world.codec.decode(td["clean"])  # [R, T, 3, 32, 32]
+    assert torch.allclose(td["reward"], video.mean(dim=(2, 3, 4)), atol=1e-6)
+    assert torch.allclose(td["reward_terms", "red"], video[:, :, 0].mean(dim=(2, 3)), atol=1e-6)
+    assert torch.equal(td["clean"], collector.env_for(r).snapshot)
+
+
+def test_reproducible_from_generator_and_schedules(collector, policy_cls):
+    f, n = collector.num_frames, collector.num_steps
+    control = collector.env.world.control_source.sample(1, torch.Generator().manual_seed(2))
+    mask = OneStepPerFrame().mask(f, n, torch.Generator().manual_seed(3))
+    a = collector.collect(policy_cls(), control, 2, mask, torch.Generator().manual_seed(9))
+    b = collector.collect(policy_cls(), control, 2, mask, torch.Generator().manual_seed(9))
+    c = collector.collect(policy_cls(), control, 2, mask, torch.Generator().manual_seed(10))
+    assert (a == b).all()
+    assert not torch.equal(a["clean"], c["clean"])
+    assert a["steps"].batch_size == (2, f)  # one stochastic step per frame
+    assert a["steps", "step"][0].tolist() == [int(mask[m].nonzero()) for m in range(f)]
+    ode = collector.collect(policy_cls(), control, 2, NoSteps().mask(f, n), torch.Generator().manual_seed(9))
+    assert ode["steps"].batch_size == (2, 0) and ode["reward"].shape == (2, f)
+
+
+def test_bad_mask_raises(collector, policy_cls):
+    control = collector.env.world.control_source.sample(1, torch.Generator().manual_seed(2))
+    with pytest.raises(ValueError, match=r"mask must be a bool tensor \[F, N\] = \(4, 3\)"):
+        collector.collect(policy_cls(), control, 2, torch.ones(3, 3, dtype=torch.bool))
