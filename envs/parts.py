@@ -22,10 +22,10 @@ DEFAULT_CONTROLS = {"_target_": "rldiff.data.sprites.SpritesDrag", "image_size":
 DEFAULT_CODEC = {"_target_": "policies.codecs.PixelCodec", "factor": 4}
 # TrajectoryHingeReward: lam * max(0, alpha - mean_k ||track_hat - track||^2), coordinates normalized to [0, 1]
 DEFAULT_REWARD = {
-    "_target_": "rewards.TrajectoryHingeReward",
+    "_target_": "rewards.trajectory.TrajectoryHingeReward",
     "tracker": {"_target_": "rewards.trackers.LucasKanadeTracker"},
     "lam": 1.0,
-    "alpha": 0.05,
+    "alpha": 0.01,
 }
 
 _PROTOCOLS = {"control_source": ControlSource, "codec": Codec, "reward": Reward}
