@@ -1,0 +1,134 @@
+"""AR-Drag's motion reward: ``lam * max(0, alpha - ||track_hat - track||^2)`` per frame.
+
+The generated video is tracked from the control's first-frame points
+``(0, trajectory[:, 0])`` by a :class:`rldiff.protocols.PointTracker`; frame
+t scores how close the tracked points land to the requested ones.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from rewards.base import StreamingReward
+from rewards.points import check_tracks
+from rewards.registry import register_reward
+from rldiff.protocols import PointTracker
+from rldiff.types import Control, check_video
+
+__all__ = ["TrajectoryHingeReward", "trajectory_hinge", "hinge_queries"]
+
+
+def trajectory_hinge(
+    tracks: Tensor, tracker_visibility: Tensor, trajectory: Tensor, target_visibility: Tensor, lam: float, alpha: float
+) -> Tensor:
+    """``[B, T]`` rewards ``lam * max(0, alpha - e_t)``, ``e_t`` = mean over matched k of ``||tracks - trajectory||^2``.
+
+    All coordinates normalized. ``tracks, trajectory [B, T, K, 2]``;
+    ``tracker_visibility, target_visibility [B, T, K]`` bool; a point is
+    matched at t when both are True. A frame with no matched point scores 0,
+    the hinge's lowest value: losing every track (or asking for none) can never
+    beat tracking them.
+    """
+    matched = tracker_visibility & target_visibility  # [B, T, K]
+    sq = ((tracks - trajectory) ** 2).sum(dim=-1)  # [B, T, K]
+    count = matched.sum(dim=-1)  # [B, T]
+    err = torch.where(matched, sq, torch.zeros_like(sq)).sum(dim=-1) / count.clamp(min=1)  # [B, T]
+    reward = lam * (alpha - err).clamp(min=0.0)  # [B, T]
+    return torch.where(count > 0, reward, torch.zeros_like(reward))
+
+
+def hinge_queries(trajectory: Tensor, visibility: Tensor) -> tuple[Tensor, Tensor]:
+    """Queries ``(0, trajectory[:, 0])`` ``[B, K, 3]`` and which of them count (visible at frame 0) ``[B, K]``.
+
+    Tracks hidden at frame 0 have no point to start from; their query is put
+    at the image centre (any valid point would do) and their scores are masked.
+    """
+    counts = visibility[:, 0]  # [B, K]
+    start = torch.where(counts.unsqueeze(-1), trajectory[:, 0], torch.full_like(trajectory[:, 0], 0.5))  # [B, K, 2]
+    return torch.cat([torch.zeros_like(start[..., :1]), start], dim=-1), counts  # [B, K, 3]
+
+
+def _default_tracker() -> PointTracker:
+    from rewards.trackers import LucasKanadeTracker
+
+    return LucasKanadeTracker()
+
+
+@register_reward("trajectory_hinge")
+class TrajectoryHingeReward(StreamingReward):
+    """``lam * max(0, alpha - mean_k ||track_hat[t, k] - trajectory[t, k]||^2)`` per pixel frame t.
+
+    ``track_hat`` comes from ``tracker`` started at the queries
+    ``(0, trajectory[:, 0])``. Only tracks visible at frame 0 are queried; a
+    track counts at frame t when the control says it is visible there AND the
+    tracker reports it visible. Errors are in normalized units (the image is
+    1 x 1), so ``alpha = 0.01`` means a mean squared miss of 10% of the image
+    side scores 0. A frame with no counted track scores 0 (see
+    :func:`trajectory_hinge`). Note that points the tracker *loses* drop out
+    of the mean; a policy could in principle hide hard points to raise it (the
+    all-lost case is closed by the rule above).
+
+    Offline (``score``) the tracker runs once over the video (its ``track``
+    equals its online form for LK); streaming, ``step`` feeds the tracker
+    online (``tracker.reset`` / ``tracker.step``).
+
+    Args:
+        tracker: a :class:`rldiff.protocols.PointTracker` (default: :class:`rewards.trackers.LucasKanadeTracker`).
+        lam: reward scale.
+        alpha: hinge margin in squared normalized units.
+    """
+
+    def __init__(self, tracker: PointTracker | None = None, lam: float = 1.0, alpha: float = 0.01):
+        super().__init__()
+        if tracker is not None and not isinstance(tracker, PointTracker):
+            raise TypeError(f"TrajectoryHingeReward: tracker must have track, reset and step (a PointTracker), got {type(tracker).__name__}")
+        if not alpha > 0:
+            raise ValueError(f"TrajectoryHingeReward: alpha must be > 0, got {alpha}")
+        self.tracker = tracker if tracker is not None else _default_tracker()
+        self.lam, self.alpha = float(lam), float(alpha)
+        self._counts: Tensor | None = None
+
+    def _check_trajectory(self, control: Control, frames: int, exact: bool) -> None:
+        traj, vis = control.trajectory, control.visibility
+        b = control.reference.shape[0]
+        if not isinstance(traj, Tensor) or traj.dim() != 4 or traj.shape[0] != b or traj.shape[-1] != 2:
+            got = tuple(traj.shape) if isinstance(traj, Tensor) else type(traj).__name__
+            raise ValueError(f"TrajectoryHingeReward: control.trajectory must be [B={b}, T, K, 2], got {got}")
+        if (traj.shape[1] != frames) if exact else (traj.shape[1] < frames):
+            need = f"T = {frames} (the video's frames)" if exact else f"at least {frames} frames (frames seen so far)"
+            raise ValueError(f"TrajectoryHingeReward: control.trajectory covers {traj.shape[1]} frames, needs {need}")
+        if not bool(torch.isfinite(traj).all()):
+            raise ValueError("TrajectoryHingeReward: control.trajectory contains NaN or inf")
+        if not isinstance(vis, Tensor) or vis.dtype != torch.bool or tuple(vis.shape) != tuple(traj.shape[:3]):
+            got = (tuple(vis.shape), vis.dtype) if isinstance(vis, Tensor) else type(vis).__name__
+            raise ValueError(f"TrajectoryHingeReward: control.visibility must be bool {tuple(traj.shape[:3])}, got {got}")
+
+    def _reset(self, control: Control) -> None:
+        self._check_trajectory(control, 1, exact=False)
+        queries, self._counts = hinge_queries(control.trajectory, control.visibility)
+        self.tracker.reset(queries)
+
+    def _score(self, tracks: Tensor, vis: Tensor, control: Control, counts: Tensor, start: int, t: int) -> Tensor:
+        """Hinge rewards ``[B, t]`` of pixel frames ``start .. start + t - 1`` from the tracker's output."""
+        check_tracks(tracks, vis, (control.batch_size, t, control.trajectory.shape[2]), type(self.tracker).__name__)
+        traj = control.trajectory[:, start : start + t]  # [B, t, K, 2]
+        target = control.visibility[:, start : start + t] & counts.unsqueeze(1)  # [B, t, K]
+        return trajectory_hinge(tracks.to(traj.device).float(), vis.to(traj.device), traj.float(), target, self.lam, self.alpha)
+
+    def _step(self, frames: Tensor, control: Control, start: int) -> dict[str, Tensor]:
+        self._check_trajectory(control, start + frames.shape[1], exact=False)
+        tracks, vis = self.tracker.step(frames)
+        return {"reward": self._score(tracks, vis, control, self._counts, start, frames.shape[1]).to(frames.device)}
+
+    def score_components(self, video: Tensor, control: Control) -> dict[str, Tensor]:
+        """Offline: one ``tracker.track`` over the whole video -> ``{"reward": [B, T]}``."""
+        check_video(video, "TrajectoryHingeReward.score: video")
+        if not isinstance(control, Control):
+            raise TypeError(f"TrajectoryHingeReward.score: control must be an rldiff.types.Control, got {type(control).__name__}")
+        if video.shape[0] != control.batch_size:
+            raise ValueError(f"TrajectoryHingeReward.score: video batch {video.shape[0]} != control batch {control.batch_size}")
+        self._check_trajectory(control, video.shape[1], exact=True)
+        queries, counts = hinge_queries(control.trajectory, control.visibility)
+        tracks, vis = self.tracker.track(video, queries.to(video.device))
+        return {"reward": self._score(tracks, vis, control, counts, 0, video.shape[1]).to(video.device)}
