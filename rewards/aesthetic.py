@@ -11,6 +11,7 @@ in torch (no torchvision, no PIL).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -35,8 +36,8 @@ def clip_preprocess(images: Tensor, size: int, mean: tuple[float, ...] = CLIP_ME
     ``size`` (long side ``int(size * long / short)``) with antialiased bicubic
     interpolation (PIL's kernel), center-crop ``size x size`` (offset
     ``(extent - size) // 2``), subtract ``mean`` and divide by ``std`` per
-    channel. Unlike the PIL path the resized image is not rounded to 8 bits
-    (differences up to half a grey level).
+    channel. Unlike the PIL path the resized image is neither computed in
+    fixed point nor rounded to 8 bits (differences up to about one grey level).
     """
     h, w = images.shape[-2:]
     short, long = min(h, w), max(h, w)
@@ -124,9 +125,14 @@ class AestheticReward(FrameReward):
         """Load CLIP and the head (done on first use)."""
         if self._clip is not None:
             return
-        from transformers import CLIPVisionModelWithProjection
+        from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-        clip = CLIPVisionModelWithProjection.from_pretrained(str(self.clip_path), dtype=self.dtype).to(self.device).eval()
+        config = CLIPVisionConfig.from_pretrained(str(self.clip_path))  # a full CLIPModel dir: its vision_config
+        full = json.loads((self.clip_path / "config.json").read_text())
+        if full.get("model_type") == "clip" and "projection_dim" in full:
+            config.projection_dim = full["projection_dim"]  # CLIPModel keeps the projection size at the top level
+        clip = CLIPVisionModelWithProjection.from_pretrained(str(self.clip_path), config=config, dtype=self.dtype)
+        clip = clip.to(self.device).eval()
         head = LaionAestheticHead.from_state_dict(load_head_state(self.head_path), f"head_path {str(self.head_path)!r}")
         dim = clip.config.projection_dim
         if head.layers[0].in_features != dim:

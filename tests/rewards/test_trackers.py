@@ -5,8 +5,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,43 +14,12 @@ from rewards.trackers import LucasKanadeTracker
 from rldiff.protocols import PointTracker
 
 
-def sprite_video(size: int = 32, frames: int = 8, seed: int = 0, plain: bool = False, speed: float = 2.5, supersample: int = 4):
-    """A striped (or plain) disc of radius ``5 * size / 32`` on a textured static background, moving along a curve.
-
-    Returns ``video [1, T, 3, size, size]`` in [0, 1] and the true centres ``[1, T, 2]`` normalized.
-    Rendered at ``supersample`` x the size and area-averaged (anti-aliased, sub-pixel positions);
-    ``speed`` is in pixels per frame at ``size``.
-    """
-    g = torch.Generator().manual_seed(seed)
-    u = torch.rand(4, generator=g)
-    s = size * supersample
-    coords = (torch.arange(s, dtype=torch.float32) + 0.5) / s  # normalized pixel centres
-    yy, xx = torch.meshgrid(coords, coords, indexing="ij")  # [S, S]
-    background = torch.stack([
-        0.35 + 0.15 * torch.sin(2 * math.pi * (3 + u[0]) * xx + 6 * u[1]) + 0.05 * torch.sin(60 * xx + 40 * yy),
-        0.40 + 0.15 * torch.cos(2 * math.pi * (2 + u[2]) * yy + 6 * u[3]) + 0.05 * torch.cos(50 * yy - 30 * xx),
-        0.45 + 0.10 * torch.sin(4 * math.pi * (xx + yy)),
-    ])  # fmt: skip  [3, S, S]
-    radius, arc = 5.0 / 32.0, 0.22  # sprite radius and path radius, normalized
-    angle = 2 * math.pi * float(u[0]) + speed / size / arc * torch.arange(frames, dtype=torch.float32)  # [T]
-    centres = torch.stack([0.5 + arc * angle.cos(), 0.5 + 0.7 * arc * angle.sin()], dim=-1)  # [T, 2] an elliptic arc
-    red, yellow = torch.tensor([0.9, 0.2, 0.1]).view(3, 1, 1), torch.tensor([0.95, 0.9, 0.2]).view(3, 1, 1)
-    out = []
-    for cx, cy in centres.tolist():
-        dx, dy = (xx - cx) / radius, (yy - cy) / radius  # sprite coordinates
-        stripes = 0.5 + 0.5 * torch.sin(3 * math.pi * dx) * torch.cos(2 * math.pi * dy)  # texture moves with the sprite
-        sprite = red if plain else red * (1 - stripes) + yellow * stripes  # [3, S, S]
-        inside = (dx**2 + dy**2 <= 1.0).float()
-        out.append(F.avg_pool2d((background * (1 - inside) + sprite * inside)[None], supersample)[0])
-    return torch.stack(out)[None].clamp(0, 1), centres[None]
-
-
 def _queries_at(centres: torch.Tensor, t: int = 0) -> torch.Tensor:
     """``[B, T, 2]`` centres -> one query per video ``[B, 1, 3]`` at frame t."""
     return torch.cat([torch.full_like(centres[:, :1, :1], float(t)), centres[:, t : t + 1]], dim=-1)
 
 
-def lk_errors(size: int = 32, seeds=range(6), plain: bool = False, speed: float = 2.5):
+def lk_errors(sprite_video, size: int = 32, seeds=range(6), plain: bool = False, speed: float = 2.5):
     """Max tracking error over frames per seed (normalized units) and the fraction of visible frames."""
     errors, visible = [], []
     for seed in seeds:
@@ -76,22 +43,22 @@ def test_coordinate_conventions_round_trip():
 
 
 @pytest.mark.parametrize("plain", [False, True])
-def test_lk_follows_sprite_on_curve_at_32px(plain):
+def test_lk_follows_sprite_on_curve_at_32px(make_sprite_video, plain):
     # 2.5 px per frame along an elliptic arc; 2% of the image = 0.64 px
-    errors, visible = lk_errors(size=32, seeds=range(4), plain=plain)
+    errors, visible = lk_errors(make_sprite_video, size=32, seeds=range(4), plain=plain)
     assert max(errors) < 0.02, errors
     assert min(visible) == 1.0
 
 
-def test_lk_follows_fast_sprite_at_256px():
+def test_lk_follows_fast_sprite_at_256px(make_sprite_video):
     # 20 px per frame at 256 px needs the pyramid (three levels with a 21 px window)
-    errors, visible = lk_errors(size=256, seeds=[0, 1], speed=20.0)
+    errors, visible = lk_errors(make_sprite_video, size=256, seeds=[0, 1], speed=20.0)
     assert max(errors) < 0.02, errors
     assert min(visible) == 1.0
 
 
-def test_lk_batched_equals_single_video_tracking():
-    videos, centres = zip(*(sprite_video(seed=s) for s in range(3)))
+def test_lk_batched_equals_single_video_tracking(make_sprite_video):
+    videos, centres = zip(*(make_sprite_video(seed=s) for s in range(3)))
     video, centres = torch.cat(videos), torch.cat(centres)  # [3, T, 3, H, W], [3, T, 2]
     queries = torch.cat([_queries_at(centres), _queries_at(centres.flip(0), 2)], dim=1)  # [3, 2, 3] two points per video
     tracks, vis = LucasKanadeTracker().track(video, queries)
@@ -102,8 +69,8 @@ def test_lk_batched_equals_single_video_tracking():
         assert torch.equal(single_vis, vis[b : b + 1])
 
 
-def test_lk_online_in_chunks_equals_offline():
-    video, centres = sprite_video(seed=1)
+def test_lk_online_in_chunks_equals_offline(make_sprite_video):
+    video, centres = make_sprite_video(seed=1)
     queries = _queries_at(centres)
     offline = LucasKanadeTracker().track(video, queries)
     tracker = LucasKanadeTracker()
@@ -113,8 +80,8 @@ def test_lk_online_in_chunks_equals_offline():
     assert torch.equal(torch.cat([p[1] for p in parts], dim=1), offline[1])
 
 
-def test_lk_later_query_backward_offline_and_pending_online():
-    video, centres = sprite_video(seed=2)
+def test_lk_later_query_backward_offline_and_pending_online(make_sprite_video):
+    video, centres = make_sprite_video(seed=2)
     queries = _queries_at(centres, t=3)  # the sprite's centre at frame 3
     tracks, vis = LucasKanadeTracker().track(video, queries)
     assert float((tracks[0, :, 0] - centres[0]).norm(dim=-1).max()) < 0.02  # frames 0-2 tracked backward
@@ -140,8 +107,8 @@ def test_lk_point_leaving_the_image_turns_invisible():
     assert torch.allclose(tracks[0, :, 1, 0], expected, atol=0.1 / 32)  # within 0.1 px on a pure pan
 
 
-def test_lk_errors_name_the_culprit():
-    video, centres = sprite_video(frames=2)
+def test_lk_errors_name_the_culprit(make_sprite_video):
+    video, centres = make_sprite_video(frames=2)
     with pytest.raises(ValueError, match=r"queries must be \[B, K, 3\]"):
         LucasKanadeTracker().track(video, centres)
     with pytest.raises(ValueError, match="NaN"):
@@ -159,9 +126,11 @@ def test_lk_errors_name_the_culprit():
 
 
 if __name__ == "__main__":
+    from conftest import sprite_video  # script mode: tests/rewards is on sys.path
+
     torch.set_num_threads(1)
     for size, plain, speed in [(32, False, 2.5), (32, True, 2.5), (32, False, 4.0), (256, False, 20.0)]:
-        errors, visible = lk_errors(size=size, seeds=range(8), plain=plain, speed=speed)
+        errors, visible = lk_errors(sprite_video, size=size, seeds=range(8), plain=plain, speed=speed)
         mean = sum(errors) / len(errors)
         print(
             f"{size}px {'plain' if plain else 'striped'} disc, {speed} px/frame, 8 scenes x 8 frames: "
