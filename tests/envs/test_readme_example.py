@@ -8,7 +8,6 @@ import io
 README_EXAMPLE = '''\
 import gymnasium, torch, envs  # `import envs` registers rldiff/ARVideoDenoising-v0
 from rldiff.flow import ode_step
-
 env = gymnasium.make("rldiff/ARVideoDenoising-v0")  # CPU default: Sprites-Drag 32x32 x 8 frames, PixelCodec, LK hinge reward
 
 def my_policy(obs):  # observation dict -> the next latent [C, H, W] of the current frame
