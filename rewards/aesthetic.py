@@ -104,11 +104,18 @@ class AestheticReward(FrameReward):
         clip_path: local directory of a CLIP ViT-L/14 (``config.json`` + weights).
         head_path: local LAION head weights (``.pth`` or ``.safetensors``).
         device: where CLIP and the head run (frames are moved there, results back).
-        dtype: CLIP's dtype (the head and the score stay float32).
+        dtype: CLIP's dtype, a ``torch.dtype`` or its name (``"bfloat16"``); the head and the score stay float32.
         batch_size: frames per CLIP forward pass.
     """
 
-    def __init__(self, clip_path: str | Path, head_path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, batch_size: int = 32):
+    def __init__(
+        self,
+        clip_path: str | Path,
+        head_path: str | Path,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | str = torch.float32,
+        batch_size: int = 32,
+    ):
         super().__init__()
         self.clip_path, self.head_path = Path(clip_path), Path(head_path)
         if not (self.clip_path / "config.json").is_file():
@@ -117,6 +124,10 @@ class AestheticReward(FrameReward):
             raise FileNotFoundError(f"AestheticReward: head_path {str(head_path)!r} is not a file (LAION head .pth or .safetensors)")
         if batch_size < 1:
             raise ValueError(f"AestheticReward: batch_size must be >= 1, got {batch_size}")
+        if isinstance(dtype, str):
+            if not isinstance(getattr(torch, dtype, None), torch.dtype):
+                raise ValueError(f"AestheticReward: dtype must be a torch dtype or its name, got {dtype!r}")
+            dtype = getattr(torch, dtype)
         self.device, self.dtype, self.batch_size = torch.device(device), dtype, batch_size
         self._clip = None
         self._head: LaionAestheticHead | None = None

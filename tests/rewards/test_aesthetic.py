@@ -133,3 +133,14 @@ def test_head_layout_and_errors(weights, tmp_path):
         reward.score(frames * 255, control)
     with pytest.raises(ValueError, match=r"video must be \[B, T, 3, H, W\]"):
         reward.score(frames[0], control)
+
+
+def test_dtype_by_name(weights):
+    root, model, state = weights
+    frames = frames_on_8bit_grid(1, 2, seed=5)
+    control = Control(trajectory=torch.rand(1, 2, 1, 2), visibility=torch.ones(1, 2, 1, dtype=torch.bool), reference=frames[:, 0], prompt=["a"])
+    double = AestheticReward(root / "clip", root / "head.pth", dtype="float64")  # as a Hydra config would pass it
+    assert double.dtype == torch.float64
+    assert torch.allclose(double.score(frames, control), reference_scores(model, state, frames), atol=1e-4)
+    with pytest.raises(ValueError, match="dtype must be a torch dtype or its name, got 'float17'"):
+        AestheticReward(root / "clip", root / "head.pth", dtype="float17")
