@@ -19,9 +19,7 @@ import gymnasium as gym
 import torch
 from torch import Tensor
 
-from rldiff.types import Control
-
-from envs.core import Episodes, World, check_action, draw_noise, row_generators
+from envs.core import EnvFace, Episodes, World, check_action, check_options, draw_noise, row_generators
 from envs.parts import DEFAULT_CODEC, DEFAULT_CONTROLS, DEFAULT_REWARD
 from envs.spaces import action_space, control_observation, observation_space, observe
 
@@ -30,7 +28,7 @@ __all__ = ["ARVideoDenoisingEnv"]
 _OPTION_KEYS = {"control"}
 
 
-class ARVideoDenoisingEnv(gym.Env):
+class ARVideoDenoisingEnv(EnvFace, gym.Env):
     """The AR video denoising MDP for one video at a time.
 
     Args:
@@ -77,19 +75,6 @@ class ARVideoDenoisingEnv(gym.Env):
         self._generator: torch.Generator | None = None
 
     @property
-    def num_frames(self) -> int:
-        return self.world.num_frames
-
-    @property
-    def num_steps(self) -> int:
-        return self.world.num_steps
-
-    @property
-    def control(self) -> Control | None:
-        """The current episode's control (one row)."""
-        return self._episodes.control
-
-    @property
     def snapshot(self) -> Tensor | None:
         """The current snapshot ``[F, C, H, W]`` (the env's own tensor: do not modify)."""
         s = self._episodes.snapshot
@@ -97,10 +82,7 @@ class ARVideoDenoisingEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
-        options = dict(options or {})
-        unknown = set(options) - _OPTION_KEYS
-        if unknown:
-            raise ValueError(f"reset: unknown options {sorted(unknown)}; accepted: {sorted(_OPTION_KEYS)}")
+        options = check_options(options, _OPTION_KEYS)
         if seed is not None:
             self._generator = row_generators([seed])[0]
         elif self._generator is None:

@@ -27,7 +27,7 @@ from rldiff.types import Control
 
 from envs.parts import resolve_part
 
-__all__ = ["World", "Episodes", "FrameResult", "check_action", "row_generators", "draw_noise"]
+__all__ = ["World", "Episodes", "EnvFace", "FrameResult", "check_action", "check_options", "row_generators", "draw_noise"]
 
 _PROBE_SEED = 0
 
@@ -195,3 +195,34 @@ class Episodes:
                 raise ValueError(f"reward.step()[{key!r}] must be [R={r}, t], got {tuple(value.shape)}")
             terms[key] = value[:, -1].float()  # [R]: the reward of the last pixel frame of latent frame m
         return FrameResult(frame=m, reward=terms.pop("reward"), terms=terms)
+
+
+def check_options(options: dict | None, accepted: set[str]) -> dict:
+    """A copy of reset ``options``; raises on keys outside ``accepted``."""
+    options = dict(options or {})
+    unknown = set(options) - accepted
+    if unknown:
+        raise ValueError(f"reset: unknown options {sorted(unknown)}; accepted: {sorted(accepted)}")
+    return options
+
+
+class EnvFace:
+    """What the single and the vector env share: ``world``, ``_episodes`` and views of them."""
+
+    world: World
+    _episodes: Episodes
+
+    @property
+    def num_frames(self) -> int:
+        """F latent frames per episode."""
+        return self.world.num_frames
+
+    @property
+    def num_steps(self) -> int:
+        """N decisions per frame."""
+        return self.world.num_steps
+
+    @property
+    def control(self) -> Control | None:
+        """The current episodes' controls (one row per episode, ``[B, G]`` order in the vector env)."""
+        return self._episodes.control

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from rldiff.types import Control
 
-from envs.core import Episodes, World, check_action, draw_noise, row_generators
+from envs.core import EnvFace, Episodes, World, check_action, check_options, draw_noise, row_generators
 from envs.parts import DEFAULT_CODEC, DEFAULT_CONTROLS, DEFAULT_REWARD
 from envs.spaces import action_space, control_observation, observation_space, observe
 
@@ -36,7 +36,7 @@ __all__ = ["ARVideoDenoisingVectorEnv"]
 _OPTION_KEYS = {"control", "group_size", "reset_mask"}
 
 
-class ARVideoDenoisingVectorEnv(VectorEnv):
+class ARVideoDenoisingVectorEnv(EnvFace, VectorEnv):
     """``num_envs = R`` rollouts laid out as ``[B, G]`` (row ``b * G + g``).
 
     Args:
@@ -104,19 +104,6 @@ class ARVideoDenoisingVectorEnv(VectorEnv):
         )
 
     @property
-    def num_frames(self) -> int:
-        return self.world.num_frames
-
-    @property
-    def num_steps(self) -> int:
-        return self.world.num_steps
-
-    @property
-    def control(self) -> Control | None:
-        """The current episodes' controls (R rows, ``[B, G]`` order)."""
-        return self._episodes.control
-
-    @property
     def snapshot(self) -> Tensor | None:
         """The current snapshot ``[R, F, C, H, W]`` (the env's own tensor: do not modify)."""
         return self._episodes.snapshot
@@ -141,10 +128,7 @@ class ARVideoDenoisingVectorEnv(VectorEnv):
             self._generators = row_generators([base + i for i in range(r)])
 
     def reset(self, *, seed=None, options: dict[str, Any] | None = None):
-        options = dict(options or {})
-        unknown = set(options) - _OPTION_KEYS
-        if unknown:
-            raise ValueError(f"reset: unknown options {sorted(unknown)}; accepted: {sorted(_OPTION_KEYS)}")
+        options = check_options(options, _OPTION_KEYS)
         mask = options.pop("reset_mask", None)
         if mask is not None:
             mask = np.asarray(mask, dtype=bool).reshape(-1)
