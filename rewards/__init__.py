@@ -3,7 +3,9 @@
 See :class:`rldiff.protocols.Reward`. Built in: :class:`AestheticReward`
 (LAION aesthetic predictor on CLIP ViT-L/14), :class:`TrajectoryHingeReward`
 (AR-Drag's motion reward over a :class:`rldiff.protocols.PointTracker` from
-:mod:`rewards.trackers`) and :class:`CompositeReward` (weighted sum). New
+:mod:`rewards.trackers`), :class:`SpritesQualityReward` (fidelity to the
+reference in the Sprites-Drag world) and :class:`CompositeReward` (weighted
+sum). New
 rewards subclass :class:`FrameReward` / :class:`StreamingReward` or just meet
 the protocol, and plug in by name (:func:`register_reward`, entry point group
 ``rldiff.rewards``) or by Hydra ``_target_``. Importing this package loads no
@@ -14,8 +16,11 @@ from rewards.aesthetic import AestheticReward, LaionAestheticHead, clip_preproce
 from rewards.base import FrameReward, StreamingReward
 from rewards.composite import CompositeReward
 from rewards.registry import available_rewards, get_reward_factory, instantiate_reward, make_reward, register_reward
+from rewards.sprites import SpritesQualityReward
 from rewards.trackers import CoTrackerTracker, LucasKanadeTracker
 from rewards.trajectory import TrajectoryHingeReward, trajectory_hinge
+
+register_reward("sprites_quality")(SpritesQualityReward)
 
 __all__ = [
     "AestheticReward",
@@ -24,6 +29,7 @@ __all__ = [
     "FrameReward",
     "LaionAestheticHead",
     "LucasKanadeTracker",
+    "SpritesQualityReward",
     "StreamingReward",
     "TrajectoryHingeReward",
     "available_rewards",

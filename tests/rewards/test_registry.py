@@ -57,7 +57,7 @@ def control_for(video: torch.Tensor) -> Control:
 
 
 def test_builtin_names():
-    assert {"aesthetic", "trajectory_hinge", "composite"} <= set(available_rewards())
+    assert {"aesthetic", "trajectory_hinge", "composite", "sprites_quality"} <= set(available_rewards())
     reward = make_reward("trajectory_hinge", lam=3.0, alpha=0.02)
     assert isinstance(reward, TrajectoryHingeReward) and reward.lam == 3.0 and isinstance(reward.tracker, LucasKanadeTracker)
     with pytest.raises(KeyError, match=r"unknown reward 'nope'; available: \[.*'trajectory_hinge'"):
