@@ -2,8 +2,9 @@
 
 The stand-in policy predicts ``v = x`` (no model: the env tests check the env,
 not a network); the stand-in reward scores mean brightness. The real
-``FlowPolicy``/``CausalWan.tiny`` and ``TrajectoryHingeReward`` are exercised
-in ``test_grpo_integration.py`` and ``test_default_env.py``.
+``FlowPolicy``/``CausalWan.tiny``, ``TrajectoryHingeReward`` and
+``SpritesQualityReward`` are exercised in ``test_grpo_integration.py``,
+``test_default_env.py`` and ``test_torchrl.py``.
 """
 
 from __future__ import annotations
@@ -80,11 +81,6 @@ def one_thread():
 @pytest.fixture
 def policy_cls():
     return VelocityIsX
-
-
-@pytest.fixture
-def brightness_reward_cls():
-    return BrightnessReward
 
 
 @pytest.fixture
