@@ -22,12 +22,17 @@ from torch import Tensor, nn
 __all__ = ["BidirectionalWan", "tiny_wan_config"]
 
 
-def tiny_wan_config(latent_channels: int = 48, cond_channels: int = 100, dim: int = 96, heads: int = 4, layers: int = 3, text_dim: int = 32) -> dict:
-    """A small ``WanTransformer3DModel`` config for CPU worlds (C = 48, 8x8 latents)."""
+def tiny_wan_config(latent_channels: int = 48, cond_channels: int = 100, dim: int = 96, heads: int = 4, layers: int = 3, text_dim: int = 32, patch: int = 1) -> dict:
+    """A small ``WanTransformer3DModel`` config for CPU worlds (C = 48, 8x8 latents).
+
+    Keep ``dim`` above ``latent_channels * patch**2``: a token must be able to
+    carry its patch's values through the network (at high noise the velocity is
+    mostly the input itself).
+    """
     if dim % heads:
         raise ValueError(f"dim={dim} must be divisible by heads={heads}")
     return {
-        "patch_size": (1, 2, 2),
+        "patch_size": (1, patch, patch),
         "num_attention_heads": heads,
         "attention_head_dim": dim // heads,
         "in_channels": latent_channels + cond_channels,

@@ -1,0 +1,182 @@
+"""The Sprites-Drag world and the resumable stages of ``ar_drag_distill.py``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from policies.causal_wan import CausalWan
+from policies.codecs import PixelCodec
+from policies.conditioning import ControlEncoder
+from policies.step1 import Distiller, encode_batch, teacher_loss
+from policies.teacher import BidirectionalWan, tiny_wan_config
+from policies.text_encoder import HashTextEncoder
+from rewards.trackers import LucasKanadeTracker
+from rldiff.checkpoint import latest_checkpoint, load_json, load_tensors, optimizer_from_tensors, optimizer_to_tensors, write_checkpoint_dir
+from rldiff.data import SpritesDrag
+
+
+@dataclass
+class World:
+    """Everything the Sprites-Drag CPU world is made of."""
+
+    train: SpritesDrag
+    heldout: SpritesDrag
+    codec: PixelCodec
+    encoder: ControlEncoder
+    tracker: LucasKanadeTracker
+    latent_size: tuple[int, int]
+    settings: dict
+
+    @property
+    def quality(self):
+        """The Sprites quality reward (built on first use)."""
+        if not hasattr(self, "_quality"):
+            from rewards.sprites import SpritesQualityReward
+
+            self._quality = SpritesQualityReward()
+        return self._quality
+
+    def describe(self) -> dict:
+        return dict(self.settings)
+
+
+def build_world(cfg) -> World:
+    """Data, codec and control encoder of the Sprites-Drag world from a config with the world fields."""
+    codec = PixelCodec(factor=cfg.codec_factor)
+    encoder = ControlEncoder(codec, HashTextEncoder(dim=cfg.text_dim), mask_channels=4, heatmap_sigma=cfg.heatmap_sigma)
+    size = cfg.image_size // cfg.codec_factor
+    settings = {k: getattr(cfg, k) for k in ("image_size", "num_frames", "codec_factor", "heatmap_sigma", "text_dim", "dim", "layers", "heads", "window", "num_steps", "shift")}
+    return World(
+        SpritesDrag(cfg.image_size, cfg.num_frames),
+        SpritesDrag(cfg.image_size, cfg.num_frames, split="heldout"),
+        codec,
+        encoder,
+        LucasKanadeTracker(),
+        (size, size),
+        settings,
+    )
+
+
+def student_from_teacher(teacher_dir: str | Path, cfg) -> CausalWan:
+    """The causal student initialized with the teacher's weights (its control channels included)."""
+    return CausalWan.from_pretrained(teacher_dir, extra_in_channels=0, window=cfg.window)
+
+
+class _Stage:
+    """Resumable loop state: ``iteration``, atomic checkpoints every ``checkpoint_every`` iterations."""
+
+    def __init__(self, ckpt_dir: Path, final_dir: Path, checkpoint_every: int, seed: int):
+        self.ckpt_dir, self.final_dir, self.checkpoint_every = Path(ckpt_dir), Path(final_dir), checkpoint_every
+        self.generator = torch.Generator().manual_seed(seed)
+        self.iteration = 0
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        raise NotImplementedError
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        raise NotImplementedError
+
+    def save(self) -> None:
+        files = {f"{n}.safetensors": m.state_dict() for n, m in self.modules().items()}
+        for name, opt in self.optimizers().items():
+            tensors, rest = optimizer_to_tensors(opt)
+            files[f"opt_{name}.safetensors"], files[f"opt_{name}.json"] = tensors, rest
+        files["rng.safetensors"] = {"generator": self.generator.get_state()}
+        files["state.json"] = {"iteration": self.iteration}
+        write_checkpoint_dir(self.ckpt_dir, self.iteration, files)
+
+    def resume(self) -> None:
+        path = latest_checkpoint(self.ckpt_dir)
+        if path is None:
+            return
+        for name, module in self.modules().items():
+            module.load_state_dict(load_tensors(path / f"{name}.safetensors"))
+        for name, opt in self.optimizers().items():
+            optimizer_from_tensors(opt, load_tensors(path / f"opt_{name}.safetensors"), load_json(path / f"opt_{name}.json"))
+        self.generator.set_state(load_tensors(path / "rng.safetensors")["generator"])
+        self.iteration = int(load_json(path / "state.json")["iteration"])
+        print(f"resumed {self.ckpt_dir.name} from iteration {self.iteration}")
+
+    def after_step(self) -> None:
+        self.iteration += 1
+        if self.iteration % self.checkpoint_every == 0:
+            self.save()
+
+
+class TeacherStage(_Stage):
+    """Flow-matching fine-tuning of the bidirectional teacher."""
+
+    def __init__(self, world: World, final_dir: Path, ckpt_dir: Path, cfg):
+        super().__init__(ckpt_dir, final_dir, cfg.checkpoint_every, cfg.seed)
+        self.world, self.batch_size, self.shift = world, cfg.batch_size, cfg.shift
+        config = tiny_wan_config(world.codec.latent_channels, world.encoder.cond_channels, cfg.dim, cfg.heads, cfg.layers, cfg.text_dim, patch=1)
+        self.teacher = BidirectionalWan.from_config(config)
+        self.opt = torch.optim.AdamW(self.teacher.parameters(), lr=cfg.teacher_lr)
+
+    def modules(self):
+        return {"teacher": self.teacher}
+
+    def optimizers(self):
+        return {"teacher": self.opt}
+
+    def step(self) -> dict[str, float]:
+        batch = encode_batch(self.world.train, self.world.codec, self.world.encoder, self.batch_size, self.generator)
+        loss = teacher_loss(self.teacher, batch, self.generator, self.shift)
+        self.opt.zero_grad(set_to_none=True)
+        loss["loss"].backward()
+        grad = torch.nn.utils.clip_grad_norm_(self.teacher.parameters(), 1.0)
+        self.opt.step()
+        metrics = {"iteration": float(self.iteration), "loss": float(loss["loss"].detach()), "grad_norm": float(grad)}
+        self.after_step()
+        return metrics
+
+    def finish(self) -> None:
+        if not (self.final_dir / "config.json").exists():
+            self.teacher.save_pretrained(self.final_dir)
+
+    def load_final(self) -> BidirectionalWan:
+        return BidirectionalWan.from_pretrained(self.final_dir).requires_grad_(False).eval()
+
+
+class DistillStage(_Stage):
+    """DMD + adversarial distillation of the teacher into the causal student."""
+
+    def __init__(self, world: World, teacher: BidirectionalWan, rollout, sigmas: torch.Tensor, final_dir: Path, ckpt_dir: Path, cfg):
+        super().__init__(ckpt_dir, final_dir, cfg.checkpoint_every, cfg.seed + 1)
+        self.world, self.batch_size = world, cfg.batch_size
+        teacher_dir = Path(cfg.teacher_path) if cfg.teacher_path else Path(final_dir).parent / "teacher"
+        self.student = student_from_teacher(teacher_dir, cfg)
+        self.distiller = Distiller(
+            self.student, teacher, rollout, sigmas,
+            lr_generator=cfg.lr_generator, lr_critic=cfg.lr_critic, generator_every=cfg.generator_every, adv_weight=cfg.adv_weight,
+        )  # fmt: skip
+
+    def modules(self):
+        d = self.distiller
+        mods = {"student": self.student, "critic": d.critic, "ema": d.ema}
+        if d.head is not None:
+            mods["head"] = d.head.mlp
+        return mods
+
+    def optimizers(self):
+        return {"generator": self.distiller.opt_generator, "critic": self.distiller.opt_critic}
+
+    def resume(self) -> None:
+        super().resume()
+        self.distiller.iteration = self.iteration
+
+    def step(self) -> dict[str, float]:
+        batch = encode_batch(self.world.train, self.world.codec, self.world.encoder, self.batch_size, self.generator)
+        metrics = {"iteration": float(self.iteration), **self.distiller.step(batch, self.generator)}
+        self.after_step()
+        return metrics
+
+    def finish(self) -> None:
+        if not (self.final_dir / "config.json").exists():
+            self.distiller.ema.save_pretrained(self.final_dir)
+
+    def load_final(self) -> CausalWan:
+        return CausalWan.from_pretrained(self.final_dir).requires_grad_(False).eval()

@@ -1,0 +1,192 @@
+"""Config groups of ``ar_drag_grpo.py`` and the builders that turn them into objects.
+
+Groups (one structured config per option, so a typo in an override is a Hydra error):
+  policy:   sprites_student (the bundled Sprites-Drag student) | wan (a diffusers Wan I2V dir)
+  codec:    pixel | wan_vae
+  controls: sprites (Sprites-Drag train split; held-out split for evaluation)
+  reward:   sprites (trajectory hinge + Sprites quality) | aesthetic (trajectory hinge + LAION aesthetic)
+  schedule: one_step_per_frame | all_steps | sliding_window | no_steps
+  grpo:     the GRPOTrainer settings
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from common import register_schedules
+
+BUNDLE = Path(__file__).resolve().parent / "pretrained" / "sprites_drag"
+
+
+# ----------------------------------------------------------------------------- policy
+@dataclass
+class SpritesStudentConf:
+    """The bundled Sprites-Drag causal student (CPU world, hash text embeddings)."""
+
+    kind: str = "sprites_student"  # which builder (do not override)
+    path: str = str(BUNDLE / "student")  # CausalWan directory
+    text_dim: int = 32  # hash text embedding width the student was trained with
+    heatmap_sigma: float = 1.5  # trajectory Gaussian std in pixels
+    window: int = 7  # KV window in frames (current one included)
+    eta: float = 1.0  # SDE noise scale of stochastic steps (Flow-GRPO's eta)
+    sigma_cap: float = 0.99  # sigma cap inside the diffusion coefficient
+    num_steps: int = 3  # N, denoising steps per frame
+    shift: float = 3.0  # timestep shift of the sigmas (must match distillation)
+
+
+@dataclass
+class WanPolicyConf:
+    """A causal student from a diffusers-format Wan I2V transformer directory."""
+
+    kind: str = "wan"  # which builder (do not override)
+    path: str = MISSING  # Wan transformer dir (36-channel I2V input, or a saved CausalWan)
+    text_encoder_path: str = MISSING  # UMT5 encoder dir (with tokenizer, or see tokenizer_path)
+    tokenizer_path: str | None = None  # tokenizer dir when separate from the text encoder
+    image_encoder_path: str | None = None  # CLIP vision dir (Wan I2V image tokens); None: no image tokens
+    extra_in_channels: int = 16  # zero-initialized trajectory channels added to a plain Wan dir
+    heatmap_sigma: float = 6.0  # trajectory Gaussian std in pixels
+    window: int = 7  # KV window in frames (current one included)
+    eta: float = 1.0  # SDE noise scale of stochastic steps
+    sigma_cap: float = 0.99  # sigma cap inside the diffusion coefficient
+    num_steps: int = 3  # N, denoising steps per frame
+    shift: float = 5.0  # timestep shift of the sigmas
+    dtype: str = "float32"  # model weights dtype (bfloat16 on GPU)
+
+
+# ----------------------------------------------------------------------------- codec
+@dataclass
+class PixelCodecConf:
+    """Exact space-to-depth codec (no weights)."""
+
+    _target_: str = "policies.codecs.PixelCodec"
+    factor: int = 4  # spatial factor; C = 3 * factor^2
+
+
+@dataclass
+class WanVAECodecConf:
+    """diffusers AutoencoderKLWan from a local dir."""
+
+    _target_: str = "policies.codecs.WanVAECodec.from_pretrained"
+    local_dir: str = MISSING  # the Wan VAE directory
+
+
+# ----------------------------------------------------------------------------- controls
+@dataclass
+class SpritesControlsConf:
+    """Sprites-Drag controls (train split)."""
+
+    _target_: str = "rldiff.data.sprites.SpritesDrag"
+    image_size: int = 32  # frame size in pixels
+    num_frames: int = 8  # pixel frames
+    split: str = "train"  # train | heldout
+
+
+# ----------------------------------------------------------------------------- reward
+@dataclass
+class SpritesRewardConf:
+    """R = lam * max(0, alpha - ||track_hat - track||^2) + quality_weight * Sprites quality."""
+
+    kind: str = "sprites"  # which builder (do not override)
+    lam: float = 20.0  # hinge scale
+    alpha: float = 0.05  # hinge margin (squared normalized distance)
+    quality_weight: float = 1.0  # weight of the Sprites quality reward
+    tracker: str = "lucas_kanade"  # lucas_kanade | cotracker
+    cotracker_checkout: str | None = None  # local CoTracker checkout (tracker=cotracker)
+    cotracker_checkpoint: str | None = None  # local CoTracker3 weights (tracker=cotracker)
+
+
+@dataclass
+class AestheticRewardConf(SpritesRewardConf):
+    """R = trajectory hinge + quality_weight * LAION aesthetic (AR-Drag's reward)."""
+
+    kind: str = "aesthetic"  # which builder (do not override)
+    clip_path: str = MISSING  # CLIP ViT-L/14 dir (CLIPVisionModelWithProjection)
+    head_path: str = MISSING  # LAION improved-aesthetic head (.pth or .safetensors)
+
+
+# ----------------------------------------------------------------------------- grpo
+@dataclass
+class GRPOConf:
+    """GRPOTrainer settings (see rldiff.trainer.GRPOTrainer)."""
+
+    lr: float = 1e-4  # AdamW learning rate
+    num_controls: int = 4  # B, controls per iteration
+    group_size: int = 8  # G, rollouts per control
+    gamma: float = 0.0  # reward-to-go discount over frames
+    clip_range: float = 2e-3  # PPO clip epsilon
+    adv_clip: float = 5.0  # advantage clamp
+    kl_coef: float = 0.0  # KL weight to the frozen reference
+    epochs: int = 1  # passes over each batch
+    minibatch_size: int | None = 16  # rollouts per optimizer step (None: all)
+    max_grad_norm: float = 1.0  # gradient-norm clip
+    max_nonfinite_fraction: float = 0.25  # stop when more groups than this are non-finite
+
+
+def register_groups(cs: ConfigStore) -> None:
+    cs.store(group="policy", name="sprites_student", node=SpritesStudentConf)
+    cs.store(group="policy", name="wan", node=WanPolicyConf)
+    cs.store(group="codec", name="pixel", node=PixelCodecConf)
+    cs.store(group="codec", name="wan_vae", node=WanVAECodecConf)
+    cs.store(group="controls", name="sprites", node=SpritesControlsConf)
+    cs.store(group="reward", name="sprites", node=SpritesRewardConf)
+    cs.store(group="reward", name="aesthetic", node=AestheticRewardConf)
+    cs.store(group="grpo", name="default", node=GRPOConf)
+    register_schedules(cs)
+
+
+# ----------------------------------------------------------------------------- builders
+def build_tracker(cfg):
+    from rewards.trackers import CoTrackerTracker, LucasKanadeTracker
+
+    if cfg.tracker == "lucas_kanade":
+        return LucasKanadeTracker()
+    if cfg.tracker == "cotracker":
+        return CoTrackerTracker(cfg.cotracker_checkout, cfg.cotracker_checkpoint)
+    raise ValueError(f"reward.tracker must be 'lucas_kanade' or 'cotracker', got {cfg.tracker!r}")
+
+
+def build_reward(cfg):
+    """The composite reward of the ``reward`` group."""
+    from rewards import AestheticReward, CompositeReward, TrajectoryHingeReward
+
+    trajectory = TrajectoryHingeReward(build_tracker(cfg), lam=cfg.lam, alpha=cfg.alpha)
+    if cfg.kind == "sprites":
+        from rewards.sprites import SpritesQualityReward
+
+        quality = SpritesQualityReward()
+        return CompositeReward({"trajectory": trajectory, "quality": quality}, {"trajectory": 1.0, "quality": cfg.quality_weight})
+    aesthetic = AestheticReward(cfg.clip_path, cfg.head_path)
+    return CompositeReward({"trajectory": trajectory, "aesthetic": aesthetic}, {"trajectory": 1.0, "aesthetic": cfg.quality_weight})
+
+
+def build_policy(cfg, codec):
+    """``FlowPolicy`` around a ``CausalWan`` with the matching control encoder."""
+    import torch
+
+    from policies import CausalWan, FlowPolicy
+    from policies.conditioning import ControlEncoder
+
+    path = Path(cfg.path)
+    if not (path / "config.json").is_file():
+        hint = " (the bundled student: run examples/ar_drag_distill.py with export_dir, see README)" if cfg.kind == "sprites_student" else ""
+        raise FileNotFoundError(f"policy.path: no Wan/CausalWan directory at {path} (expected config.json){hint}")
+    if cfg.kind == "sprites_student":
+        from policies.text_encoder import HashTextEncoder
+
+        model = CausalWan.from_pretrained(path, window=cfg.window)
+        encoder = ControlEncoder(codec, HashTextEncoder(dim=cfg.text_dim), mask_channels=4, heatmap_sigma=cfg.heatmap_sigma)
+    else:
+        from policies.image_encoder import CLIPImageEncoder
+        from policies.text_encoder import UMT5TextEncoder
+
+        dtype = getattr(torch, cfg.dtype)
+        extra = None if (path / "causal_config.json").exists() else cfg.extra_in_channels
+        model = CausalWan.from_pretrained(path, extra_in_channels=extra, window=cfg.window, torch_dtype=dtype)
+        text = UMT5TextEncoder.from_pretrained(cfg.text_encoder_path, cfg.tokenizer_path)
+        image = CLIPImageEncoder.from_pretrained(cfg.image_encoder_path) if cfg.image_encoder_path else None
+        encoder = ControlEncoder(codec, text, image, mask_channels=4, heatmap_sigma=cfg.heatmap_sigma)
+    return FlowPolicy(model, encoder, eta=cfg.eta, sigma_cap=cfg.sigma_cap)
