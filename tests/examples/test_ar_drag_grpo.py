@@ -1,0 +1,78 @@
+"""The AR-Drag GRPO job as a subprocess with tiny budgets: outputs, sweeps, kill-and-resume, config typos."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "examples" / "ar_drag_grpo.py"
+TINY = ["grpo.num_controls=2", "grpo.group_size=2", "trainer.eval_clips=2", "trainer.video_clips=1", "trainer.tensorboard=false", "trainer.checkpoint_every=1"]
+
+
+def cmd(*overrides: str) -> list[str]:
+    return [sys.executable, str(SCRIPT), *TINY, *overrides]
+
+
+def run(*overrides: str, timeout: int = 400) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd(*overrides), capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
+
+
+def rows(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_job_writes_metrics_plot_videos_checkpoint_and_table(tmp_path):
+    out = tmp_path / "run"
+    proc = run(f"hydra.run.dir={out}", "trainer.iterations=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(rows(out / "metrics.csv")) == 2
+    for name in ("plots.png", "videos_before.gif", "videos_after.gif", "eval.md", "eval.json", "eval_before.json"):
+        assert (out / name).is_file(), name
+    assert (out / "checkpoints" / "ckpt-00000002" / "policy.safetensors").is_file()
+    assert "trajectory_error" in (out / "eval.md").read_text()
+    # a finished run is not retrained
+    again = run(f"hydra.run.dir={out}", "trainer.iterations=2")
+    assert again.returncode == 0 and "resumed from iteration 2" in again.stdout
+
+
+def test_multirun_sweep_makes_one_directory_per_job(tmp_path):
+    proc = run("-m", f"hydra.sweep.dir={tmp_path}", "schedule=one_step_per_frame,all_steps", "trainer.iterations=1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and (p / "metrics.csv").exists())
+    assert len(jobs) == 2
+    assert [(p / ".hydra" / "overrides.yaml").read_text().count("all_steps") for p in jobs] == [0, 1]
+
+
+def test_killed_run_resumes_to_the_same_metrics(tmp_path):
+    straight = tmp_path / "straight"
+    assert run(f"hydra.run.dir={straight}", "trainer.iterations=3").returncode == 0
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(cmd(f"hydra.run.dir={killed}", "trainer.iterations=3"), cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (killed / "checkpoints" / "ckpt-00000001").exists():
+        assert proc.poll() is None and time.time() < deadline, "job ended or stalled before its first checkpoint"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    resumed = run(f"hydra.run.dir={killed}", "trainer.iterations=3")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from iteration" in resumed.stdout
+    a, b = rows(straight / "metrics.csv"), rows(killed / "metrics.csv")
+    assert [r["reward_mean"] for r in a] == [r["reward_mean"] for r in b]
+    assert (straight / "eval.json").read_text() == (killed / "eval.json").read_text()
+
+
+def test_typo_in_override_is_a_hydra_error(tmp_path):
+    proc = run(f"hydra.run.dir={tmp_path}", "grpo.klcoef=0.1")
+    assert proc.returncode != 0
+    assert "Key 'klcoef' not in 'GRPOConf'" in proc.stderr
+    assert not (tmp_path / "metrics.csv").exists()
