@@ -86,7 +86,7 @@ for _name, _cls in (("self_rollout", "SelfRollout"), ("self_forcing", "SelfForci
 def run_stage(name: str, stage, iterations: int, out: Path, tensorboard: bool) -> None:
     """Drive a resumable stage to ``iterations`` with a progress bar and a metrics CSV."""
     stage.resume()
-    logger = MetricsLogger(out / name, tensorboard=tensorboard, start_iteration=stage.iteration)
+    logger = MetricsLogger(out / "logs" / name, tensorboard=tensorboard, start_iteration=stage.iteration)
     bar = tqdm(total=iterations, initial=stage.iteration, desc=name, dynamic_ncols=True)
     while stage.iteration < iterations:
         metrics = stage.step()

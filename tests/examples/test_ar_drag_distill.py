@@ -25,7 +25,7 @@ def test_distill_runs_end_to_end_exports_and_resumes(tmp_path):
     rows = json.loads((out / "eval.json").read_text())
     assert [r["model"] for r in rows] == ["teacher", "student (undistilled)", "student (SelfRollout)"]
     assert all(0.0 <= r["quality"] <= 1.0 and r["trajectory_error"] >= 0.0 for r in rows)
-    assert (out / "samples.gif").is_file() and (out / "distill" / "metrics.csv").is_file()
+    assert (out / "samples.gif").is_file() and (out / "logs" / "distill" / "metrics.csv").is_file()
     for name in ("teacher", "student"):
         assert (export / name / "config.json").is_file() and (export / name / "diffusion_pytorch_model.safetensors").is_file()
     assert json.loads((export / "world.json").read_text())["num_steps"] == 3
