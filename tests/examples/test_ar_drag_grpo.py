@@ -16,7 +16,8 @@ TINY = ["grpo.num_controls=2", "grpo.group_size=2", "trainer.eval_clips=2", "tra
 
 
 def cmd(*overrides: str) -> list[str]:
-    return [sys.executable, str(SCRIPT), *TINY, *overrides]
+    flags = [o for o in overrides if o.startswith("-")]  # Hydra flags (-m) go before the overrides
+    return [sys.executable, str(SCRIPT), *flags, *TINY, *[o for o in overrides if not o.startswith("-")]]
 
 
 def run(*overrides: str, timeout: int = 400) -> subprocess.CompletedProcess:
