@@ -69,15 +69,6 @@ SPRITES = {"_target_": "rldiff.data.sprites.SpritesDrag", "image_size": 32, "num
 CODEC = {"_target_": "policies.codecs.PixelCodec", "factor": 4}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; with several, busy shared cores slow them down many times."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def policy_cls():
     return VelocityIsX

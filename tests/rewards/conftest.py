@@ -49,9 +49,3 @@ def make_sprite_video():
 
 
 
-@pytest.fixture(autouse=True)
-def _single_thread_torch():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

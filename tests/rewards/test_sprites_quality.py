@@ -14,15 +14,6 @@ from rldiff.data import SpritesDrag
 from rldiff.protocols import Reward
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # small kernels: on 2 shared, busy cores torch's second thread only adds contention
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def world() -> SpritesDrag:
     return SpritesDrag(image_size=32, num_frames=8)

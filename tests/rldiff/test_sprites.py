@@ -19,15 +19,6 @@ def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # small element-wise kernels: on 2 shared, busy cores torch's second thread only adds contention (10-50x slower)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def world() -> SpritesDrag:
     return SpritesDrag(image_size=32, num_frames=8, min_sprites=1, max_sprites=2)
