@@ -42,7 +42,7 @@ from visualize import draw_tracks, plot_metrics, save_video_grid
 class TrainerConf:
     """Run length, checkpoints, evaluation and outputs."""
 
-    iterations: int = 40  # GRPO iterations
+    iterations: int = 150  # GRPO iterations
     checkpoint_every: int = 5  # iterations between checkpoints
     eval_clips: int = 32  # held-out controls in the before/after table
     video_clips: int = 3  # held-out clips drawn in the before/after videos

@@ -113,7 +113,7 @@ class AestheticRewardConf(SpritesRewardConf):
 class GRPOConf:
     """GRPOTrainer settings (see rldiff.trainer.GRPOTrainer)."""
 
-    lr: float = 1e-4  # AdamW learning rate
+    lr: float = 3e-4  # AdamW learning rate
     num_controls: int = 4  # B, controls per iteration
     group_size: int = 8  # G, rollouts per control
     gamma: float = 0.0  # reward-to-go discount over frames
