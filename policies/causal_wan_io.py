@@ -123,14 +123,24 @@ def tiny_config(
     freq_dim: int = 32,
     image_dim: int | None = None,
     rope_max_seq_len: int = 1024,
+    patch: int = 2,
+    cond_channels: int | None = None,
 ) -> dict:
-    """A ``WanTransformer3DModel`` config with Wan I2V's channel layout (noisy | mask | reference), tiny dims."""
+    """A ``WanTransformer3DModel`` config with Wan I2V's channel layout (noisy | mask | reference), tiny dims.
+
+    ``cond_channels`` overrides the conditioning width (default ``mask_channels +
+    latent_channels``; a teacher with trajectory channels passes ``M + 2C``).
+    ``patch`` is the spatial patch size: keep ``num_heads * head_dim`` above
+    ``latent_channels * patch**2`` when the model must learn (a token has to
+    carry its patch's values; at high noise the velocity is mostly the input).
+    """
     dim = num_heads * head_dim
+    cond = mask_channels + latent_channels if cond_channels is None else int(cond_channels)
     return dict(
-        patch_size=(1, 2, 2),
+        patch_size=(1, patch, patch),
         num_attention_heads=num_heads,
         attention_head_dim=head_dim,
-        in_channels=2 * latent_channels + mask_channels,
+        in_channels=latent_channels + cond,
         out_channels=latent_channels,
         text_dim=text_dim,
         freq_dim=freq_dim,

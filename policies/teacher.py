@@ -19,33 +19,20 @@ from diffusers import WanTransformer3DModel
 from tensordict import TensorDict
 from torch import Tensor, nn
 
+from policies.causal_wan_io import tiny_config
+
 __all__ = ["BidirectionalWan", "tiny_wan_config"]
 
 
 def tiny_wan_config(latent_channels: int = 48, cond_channels: int = 100, dim: int = 96, heads: int = 4, layers: int = 3, text_dim: int = 32, patch: int = 1) -> dict:
-    """A small ``WanTransformer3DModel`` config for CPU worlds (C = 48, 8x8 latents).
-
-    Keep ``dim`` above ``latent_channels * patch**2``: a token must be able to
-    carry its patch's values through the network (at high noise the velocity is
-    mostly the input itself).
-    """
+    """A small teacher config for CPU worlds (C = 48, 8x8 latents, patch 1): :func:`policies.causal_wan_io.tiny_config`
+    with the teacher's full conditioning width (mask | reference | trajectory channels)."""
     if dim % heads:
         raise ValueError(f"dim={dim} must be divisible by heads={heads}")
-    return {
-        "patch_size": (1, patch, patch),
-        "num_attention_heads": heads,
-        "attention_head_dim": dim // heads,
-        "in_channels": latent_channels + cond_channels,
-        "out_channels": latent_channels,
-        "text_dim": text_dim,
-        "freq_dim": 64,
-        "ffn_dim": 2 * dim,
-        "num_layers": layers,
-        "cross_attn_norm": True,
-        "qk_norm": "rms_norm_across_heads",
-        "eps": 1e-6,
-        "rope_max_seq_len": 1024,
-    }
+    return tiny_config(
+        latent_channels=latent_channels, cond_channels=cond_channels, num_layers=layers, num_heads=heads,
+        head_dim=dim // heads, ffn_dim=2 * dim, text_dim=text_dim, freq_dim=64, patch=patch,
+    )  # fmt: skip
 
 
 class BidirectionalWan(nn.Module):
