@@ -90,7 +90,7 @@ class Distiller:
         generator_every: generator update period in iterations (critic: every iteration).
         adv_weight: weight of the adversarial generator term (0 disables the head).
         dmd_shift: shift of the DMD noise-level distribution.
-        ema_decay: decay of the generator EMA.
+        ema_decay: decay of the generator EMA (reached after a warm-up, see :meth:`ema_decay_now`).
     """
 
     def __init__(self, student, teacher, rollout, sigmas: Tensor, *, lr_generator: float = 1e-4, lr_critic: float = 2e-4, generator_every: int = 5, adv_weight: float = 0.05, dmd_shift: float = 3.0, ema_decay: float = 0.99):
@@ -103,6 +103,15 @@ class Distiller:
         self.ema = copy.deepcopy(student).requires_grad_(False)
         self.generator_every, self.adv_weight, self.dmd_shift, self.ema_decay = generator_every, adv_weight, dmd_shift, ema_decay
         self.iteration = 0
+
+    def ema_decay_now(self) -> float:
+        """EMA decay of the current generator update, warmed up as ``min(ema_decay, (1 + n) / (10 + n))``.
+
+        ``n`` counts earlier generator updates; without the warm-up a short run's EMA
+        would still hold mostly the initial (undistilled) weights (0.99^60 = 0.55).
+        """
+        n = self.iteration // self.generator_every
+        return min(self.ema_decay, (1.0 + n) / (10.0 + n))
 
     def _noised(self, x: Tensor, generator) -> tuple[Tensor, Tensor]:
         sigma = sample_dmd_sigma(x.shape[0], self.dmd_shift, generator=generator)  # [B]
@@ -132,8 +141,9 @@ class Distiller:
         self.opt_generator.step()
         self.opt_critic.zero_grad(set_to_none=True)  # the adversarial term must not train the head here
         with torch.no_grad():
+            decay = self.ema_decay_now()
             for e, p in zip(self.ema.parameters(), self.student.parameters()):
-                e.lerp_(p, 1.0 - self.ema_decay)
+                e.lerp_(p, 1.0 - decay)
         return metrics, out.x0.detach()
 
     def critic_step(self, batch: WorldBatch, fake: Tensor, generator) -> dict[str, float]:

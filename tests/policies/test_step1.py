@@ -54,3 +54,16 @@ def test_distiller_updates_generator_every_k_and_critic_every_step(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(s1, student.parameters()))
     assert all(torch.equal(a, b) for a, b in zip(teacher_before, teacher.parameters()))  # the real score stays frozen
     assert any(not torch.equal(a, b) for a, b in zip(s0, d.ema.parameters()))
+    # EMA warm-up: the first generator update uses decay (1 + 0) / (10 + 0) = 0.1, so ema = 0.1 * s0 + 0.9 * s1
+    for e, a, b in zip(d.ema.parameters(), s0, s1):
+        torch.testing.assert_close(e, 0.1 * a + 0.9 * b)
+
+
+def test_ema_decay_warms_up_to_the_configured_value():
+    d = Distiller.__new__(Distiller)  # only the schedule is exercised here
+    d.ema_decay, d.generator_every = 0.99, 5
+    decays = []
+    for it in (0, 5, 50, 5000):  # generator updates n = 0, 1, 10, 1000
+        d.iteration = it
+        decays.append(d.ema_decay_now())
+    assert decays == [0.1, 2 / 11, 11 / 20, 0.99]
