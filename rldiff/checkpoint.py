@@ -25,6 +25,7 @@ __all__ = [
     "load_json",
     "optimizer_to_tensors",
     "optimizer_from_tensors",
+    "optimizer_state_from_tensors",
     "write_checkpoint_dir",
     "latest_checkpoint",
 ]
@@ -91,9 +92,9 @@ def load_json(path: str | os.PathLike) -> Any:
         return json.load(f)
 
 
-def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    """Split an optimizer ``state_dict`` into safetensors-able tensors and a JSON-able rest."""
-    state = optimizer.state_dict()
+def optimizer_to_tensors(optimizer: torch.optim.Optimizer | dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split an optimizer ``state_dict`` (or the optimizer itself) into safetensors-able tensors and a JSON-able rest."""
+    state = optimizer if isinstance(optimizer, dict) else optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
     for pid, pstate in state["state"].items():
@@ -107,13 +108,18 @@ def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, to
 
 def optimizer_from_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], rest: dict) -> None:
     """Inverse of :func:`optimizer_to_tensors`: load into ``optimizer``."""
+    optimizer.load_state_dict(optimizer_state_from_tensors(tensors, rest))
+
+
+def optimizer_state_from_tensors(tensors: dict[str, torch.Tensor], rest: dict) -> dict:
+    """Inverse of :func:`optimizer_to_tensors`: the optimizer ``state_dict``."""
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         pid, name = key.split(".", 1)
         state.setdefault(int(pid), {})[name] = value
     for pid, values in rest.get("scalars", {}).items():
         state.setdefault(int(pid), {}).update(values)
-    optimizer.load_state_dict({"state": state, "param_groups": rest["param_groups"]})
+    return {"state": state, "param_groups": rest["param_groups"]}
 
 
 def write_checkpoint_dir(root: str | os.PathLike, iteration: int, files: dict[str, Any], keep_last: int = 2) -> Path:

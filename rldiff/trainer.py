@@ -13,7 +13,9 @@ schedule. One iteration:
 Under torch.distributed every rank draws the same controls and mask (a shared
 generator) and collects ``G / world_size`` rollouts of every group with its own
 noise generator; rewards are all-gathered before normalizing, so a group may
-span ranks, and gradients are averaged over ranks.
+span ranks, and gradients are averaged over ranks by the ``parallel`` strategy
+(:mod:`rldiff.parallel`: manual all-reduce, DDP or FSDP2). Checkpoints hold full
+(unsharded) tensors, so they load into a run with any number of processes.
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ from torch import Tensor
 
 from rldiff import distributed as dist_utils
 from rldiff.advantages import group_normalize_by_id, returns_to_go
-from rldiff.checkpoint import latest_checkpoint, load_json, load_tensors, optimizer_from_tensors, optimizer_to_tensors, save_tensors, write_checkpoint_dir
+from rldiff.checkpoint import latest_checkpoint, load_json, load_tensors, optimizer_state_from_tensors, optimizer_to_tensors, save_tensors, write_checkpoint_dir
 from rldiff.flow import gaussian_log_prob
 from rldiff.grpo import grpo_loss
+from rldiff.parallel import ManualAllReduce
 from rldiff.rollout import step_advantages
 from rldiff.stochasticity import StochasticitySchedule
 
@@ -97,7 +100,8 @@ class GRPOTrainer:
         controls: a control source with ``sample(batch_size, generator)``.
         schedule: which (frame, step) pairs are stochastic.
         lr: AdamW learning rate (ignored when ``optimizer`` is given).
-        optimizer: a ready optimizer over the policy's trainable parameters.
+        optimizer: a ready optimizer over the policy's trainable parameters (not with
+            FSDP2, which replaces the parameters: pass ``lr`` instead).
         num_controls: B, controls per iteration.
         group_size: G, rollouts per control (split evenly over ranks).
         gamma: reward-to-go discount over frames (0: per-frame reward).
@@ -114,7 +118,9 @@ class GRPOTrainer:
         checkpoint_dir: where checkpoints go (``None``: no checkpoints).
         checkpoint_every: iterations between checkpoints.
         reference: frozen reference policy for the KL (default: a copy of the
-            policy at construction, made only when ``kl_coef > 0``).
+            policy at construction, made only when ``kl_coef > 0``); replicated on every rank.
+        parallel: how gradients are synchronized across ranks (:mod:`rldiff.parallel`;
+            default :class:`~rldiff.parallel.ManualAllReduce`).
     """
 
     def __init__(
@@ -141,6 +147,7 @@ class GRPOTrainer:
         checkpoint_dir: str | Path | None = None,
         checkpoint_every: int = 1,
         reference: torch.nn.Module | None = None,
+        parallel=None,
     ):
         world = dist_utils.world_size()
         if group_size < 2:
@@ -160,13 +167,19 @@ class GRPOTrainer:
         self.max_nonfinite_fraction, self.norm_eps = max_nonfinite_fraction, norm_eps
         self.seed, self.checkpoint_every = seed, checkpoint_every
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-        self.params = [p for p in policy.parameters() if p.requires_grad]
-        if not self.params:
-            raise ValueError("policy has no trainable parameters")
-        self.optimizer = optimizer or torch.optim.AdamW(self.params, lr=lr)
         self.reference = reference
         if kl_coef > 0 and reference is None:
             self.reference = copy.deepcopy(policy).requires_grad_(False).eval()
+        self.parallel = parallel if parallel is not None else ManualAllReduce()
+        self.runner = self.parallel.wrap(policy)  # runner(rollout, control) -> means; may shard the policy
+        self.params = [p for p in policy.parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError("policy has no trainable parameters")
+        if optimizer is not None:
+            own = {id(p) for p in self.params}
+            if any(id(p) not in own for g in optimizer.param_groups for p in g["params"]):
+                raise ValueError("optimizer must hold the policy's trainable parameters as they are after parallel.wrap (FSDP2 replaces them: pass lr instead)")
+        self.optimizer = optimizer or torch.optim.AdamW(self.params, lr=lr)
         self.shared_gen = torch.Generator().manual_seed(seed)
         self.local_gen = torch.Generator().manual_seed(seed + 1_000_003 * (dist_utils.rank() + 1))
         self.iteration = 0
@@ -176,9 +189,11 @@ class GRPOTrainer:
         """Draw controls and a mask, then collect this rank's rollouts (no gradients)."""
         control = self.controls.sample(self.num_controls, generator=self.shared_gen)
         mask = self.schedule.mask(self.collector.num_frames, self.collector.num_steps, self.shared_gen)  # [F, N]
-        with torch.no_grad():
-            rollout = self.collector.collect(self.policy, control, self.local_group_size, mask, self.local_gen)
-        return rollout, control
+        return self.rollout(control, self.local_group_size, mask, self.local_gen), control
+
+    def rollout(self, control, group_size: int, mask: Tensor, generator: torch.Generator | None = None) -> TensorDict:
+        """No-grad rollouts of the current policy through the strategy's runner (what evaluation should call too)."""
+        return self.parallel.runner_module(self.runner).collect(self.collector, control, group_size, mask, generator)
 
     # ------------------------------------------------------------------ update
     def _minibatches(self, num_rows: int) -> list[Tensor]:
@@ -188,7 +203,7 @@ class GRPOTrainer:
 
     def _loss(self, mb: TensorDict, control, adv: Tensor, valid: Tensor) -> dict[str, Tensor] | None:
         steps = mb["steps"]
-        mean = self.policy.recompute(mb, control.index(mb["control_index"]))  # [r, S, ...]
+        mean = self.runner(mb, control.index(mb["control_index"]))  # [r, S, ...]
         sel = valid.unsqueeze(1).expand(steps.batch_size).reshape(-1)  # [r*S]
         if not bool(sel.any()):
             return None
@@ -228,8 +243,8 @@ class GRPOTrainer:
                 if math.isnan(first_ratio):
                     first_ratio = float(out["ratio_mean"])
                 out["loss"].backward()
-                dist_utils.average_gradients(self.params)
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
+                self.parallel.after_backward(self.params)
+                grad_norm = self.parallel.clip_grad_norm(self.params, self.max_grad_norm)
                 if dist_utils.any_flag(not bool(torch.isfinite(grad_norm))):
                     skipped += 1
                     self.optimizer.zero_grad(set_to_none=True)
@@ -292,22 +307,24 @@ class GRPOTrainer:
         return {n: p for n, p in self.policy.named_parameters() if p.requires_grad}
 
     def save_checkpoint(self) -> Path | None:
-        """Write policy, optimizer, reference and RNG state atomically (rank 0 only)."""
+        """Write full policy, optimizer, reference and RNG state atomically (call on every rank; rank 0 writes)."""
         if self.checkpoint_dir is None:
             raise ValueError("save_checkpoint needs checkpoint_dir")
         local_states = dist_utils.all_gather_cat(self.local_gen.get_state().unsqueeze(0))  # [world, L]
+        policy_state = self.parallel.full_state(self.trainable_state().items())  # collective under FSDP2
+        opt_state = self.parallel.full_optimizer_state(self.optimizer)
         if dist_utils.rank() != 0:
             return None
         if self.reference is not None and not (self.checkpoint_dir / "reference.safetensors").exists():
             ref = {n: p for n, p in self.reference.named_parameters()}
             save_tensors(self.checkpoint_dir / "reference.safetensors", ref)
-        opt_tensors, opt_rest = optimizer_to_tensors(self.optimizer)
+        opt_tensors, opt_rest = optimizer_to_tensors(opt_state)
         rng = {"shared": self.shared_gen.get_state(), "local": local_states, "torch": torch.get_rng_state()}
         return write_checkpoint_dir(
             self.checkpoint_dir,
             self.iteration,
             {
-                "policy.safetensors": self.trainable_state(),
+                "policy.safetensors": policy_state,
                 "optimizer.safetensors": opt_tensors,
                 "optimizer.json": opt_rest,
                 "rng.safetensors": rng,
@@ -327,10 +344,9 @@ class GRPOTrainer:
         if set(state) != set(own):
             missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
             raise ValueError(f"checkpoint {path} does not match the policy: missing {missing[:5]}, unexpected {extra[:5]}")
-        with torch.no_grad():
-            for name, p in own.items():
-                p.copy_(state[name])
-        optimizer_from_tensors(self.optimizer, load_tensors(path / "optimizer.safetensors"), load_json(path / "optimizer.json"))
+        self.parallel.load_full_state(own.items(), state)
+        opt_state = optimizer_state_from_tensors(load_tensors(path / "optimizer.safetensors"), load_json(path / "optimizer.json"))
+        self.parallel.load_full_optimizer_state(self.optimizer, opt_state)
         if self.reference is not None and (self.checkpoint_dir / "reference.safetensors").exists():
             ref = load_tensors(self.checkpoint_dir / "reference.safetensors")
             with torch.no_grad():

@@ -1,0 +1,167 @@
+"""Data-parallel strategies for the trainers: manual all-reduce, DDP, FSDP2 (``fully_shard``).
+
+A strategy turns a policy into a :class:`PolicyRunner` (a thin ``nn.Module``
+whose ``forward(rollout, control)`` is the policy's differentiable
+``recompute`` and whose ``collect(...)`` runs a no-grad collection), and owns
+everything that depends on how parameters are laid out across ranks:
+
+- :class:`ManualAllReduce` — plain replicas; gradients averaged by one flat
+  ``all_reduce`` after backward (the default; exactly the single-process
+  behaviour on one process).
+- :class:`DDP` — the runner is wrapped in ``torch.nn.parallel.DistributedDataParallel``;
+  recomputing goes through DDP's ``forward``, so DDP's bucketed all-reduce
+  hooks average the gradients during backward.
+- :class:`FSDP2` — ``fully_shard`` on every block of every ``nn.ModuleList`` in the
+  policy (transformer blocks) and on the runner (root); parameters and optimizer
+  state are sharded ``DTensor``s; ``collect`` is registered as an FSDP forward
+  method so rollouts all-gather parameters like a forward does.
+
+Checkpoints hold FULL (unsharded) tensors under the policy's own parameter
+names and the optimizer's parameter indices, whatever the strategy or the
+number of processes, so a run saved by K processes loads into any other count.
+Frozen modules (KL reference, distillation teacher) stay replicated.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import Tensor, nn
+
+from rldiff import distributed as dist_utils
+
+__all__ = ["PolicyRunner", "ManualAllReduce", "DDP", "FSDP2"]
+
+
+class PolicyRunner(nn.Module):
+    """``forward(rollout, control)`` = ``policy.recompute``; ``collect`` = ``collector.collect(policy, ...)`` without gradients."""
+
+    def __init__(self, policy: nn.Module):
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, rollout, control) -> Tensor:
+        return self.policy.recompute(rollout, control)
+
+    def collect(self, collector, control, group_size: int, mask: Tensor, generator: torch.Generator | None = None):
+        with torch.no_grad():
+            return collector.collect(self.policy, control, group_size, mask, generator)
+
+
+def _full(t: Tensor) -> Tensor:
+    """The full tensor of a (possibly sharded) ``DTensor``; collective for a DTensor."""
+    from torch.distributed.tensor import DTensor
+
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
+def _like(full: Tensor, ref: Tensor) -> Tensor:
+    """``full`` laid out like ``ref`` (sharded the same way when ``ref`` is a DTensor)."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    if isinstance(ref, DTensor):
+        return distribute_tensor(full.to(ref.device, ref.dtype), ref.device_mesh, ref.placements)
+    return full.to(ref.device)
+
+
+class ManualAllReduce:
+    """Replicated parameters; gradients averaged by a flat all-reduce after each backward."""
+
+    def wrap(self, policy: nn.Module) -> nn.Module:
+        """The runner of ``policy`` (call it for means, ``.collect`` for rollouts)."""
+        return PolicyRunner(policy)
+
+    def runner_module(self, runner: nn.Module) -> PolicyRunner:
+        return runner
+
+    def after_backward(self, params: list[nn.Parameter]) -> None:
+        dist_utils.average_gradients(params)
+
+    def clip_grad_norm(self, params: list[nn.Parameter], max_norm: float) -> Tensor:
+        return _full(torch.nn.utils.clip_grad_norm_(params, max_norm))
+
+    def full_state(self, named: Iterable[tuple[str, Tensor]]) -> dict[str, Tensor]:
+        """Full tensors of ``named`` (collective under FSDP2: call on every rank)."""
+        return {n: _full(t.detach()) for n, t in named}
+
+    def load_full_state(self, named: Iterable[tuple[str, Tensor]], state: dict[str, Tensor]) -> None:
+        """Copy full tensors ``state`` into the (possibly sharded) tensors ``named``."""
+        with torch.no_grad():
+            for n, t in named:
+                t.copy_(_like(state[n], t))
+
+    def full_optimizer_state(self, optimizer: torch.optim.Optimizer) -> dict:
+        """``optimizer.state_dict()`` with every state tensor full (collective under FSDP2)."""
+        sd = optimizer.state_dict()
+        sd["state"] = {pid: {k: _full(v) if isinstance(v, Tensor) else v for k, v in s.items()} for pid, s in sd["state"].items()}
+        return sd
+
+    def load_full_optimizer_state(self, optimizer: torch.optim.Optimizer, sd: dict) -> None:
+        """Load a full optimizer state dict, sharding each state tensor like its parameter."""
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        state = {}
+        for pid, s in sd["state"].items():
+            p = params[int(pid)]
+            state[pid] = {k: _like(v, p) if isinstance(v, Tensor) and v.shape == p.shape else v for k, v in s.items()}
+        optimizer.load_state_dict({"state": state, "param_groups": sd["param_groups"]})
+
+
+class DDP(ManualAllReduce):
+    """``DistributedDataParallel`` around the runner: DDP's backward hooks average the gradients.
+
+    Args:
+        bucket_cap_mb: DDP gradient bucket size.
+        find_unused_parameters: let DDP skip parameters a recompute does not reach.
+    """
+
+    def __init__(self, bucket_cap_mb: float = 25.0, find_unused_parameters: bool = False):
+        self.bucket_cap_mb, self.find_unused_parameters = bucket_cap_mb, find_unused_parameters
+
+    def wrap(self, policy: nn.Module) -> nn.Module:
+        runner = PolicyRunner(policy)
+        if not dist_utils.is_distributed():
+            return runner
+        from torch.nn.parallel import DistributedDataParallel
+
+        # device_ids=None: inputs (TensorDicts, controls) are passed through untouched; DDP
+        # broadcasts rank 0's parameters at construction, so replicas start identical
+        return DistributedDataParallel(runner, device_ids=None, bucket_cap_mb=self.bucket_cap_mb, find_unused_parameters=self.find_unused_parameters, broadcast_buffers=False)
+
+    def runner_module(self, runner: nn.Module) -> PolicyRunner:
+        return getattr(runner, "module", runner)
+
+    def after_backward(self, params: list[nn.Parameter]) -> None:
+        """Nothing to do: DDP reduced the gradients during backward."""
+
+
+class FSDP2(ManualAllReduce):
+    """``fully_shard`` (FSDP2): each block of each ``nn.ModuleList`` in the policy, then the runner as root.
+
+    Args:
+        reshard_after_forward: free gathered block parameters after each forward (saves memory, costs an all-gather in backward).
+    """
+
+    def __init__(self, reshard_after_forward: bool = True):
+        self.reshard_after_forward = reshard_after_forward
+
+    def wrap(self, policy: nn.Module) -> nn.Module:
+        runner = PolicyRunner(policy)
+        if not dist_utils.is_distributed():
+            return runner
+        from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
+
+        # FSDP2 shards each rank's copy as it is: start every rank from rank 0's weights
+        with torch.no_grad():
+            for t in list(policy.parameters()) + list(policy.buffers()):
+                torch.distributed.broadcast(t.data, src=0)
+        for module in list(policy.modules()):
+            if isinstance(module, nn.ModuleList):
+                for block in module:
+                    fully_shard(block, reshard_after_forward=self.reshard_after_forward)
+        fully_shard(runner, reshard_after_forward=self.reshard_after_forward)
+        register_fsdp_forward_method(runner, "collect")
+        return runner
+
+    def after_backward(self, params: list[nn.Parameter]) -> None:
+        """Nothing to do: FSDP2 reduce-scattered (averaged) the gradients during backward."""
