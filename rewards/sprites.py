@@ -5,7 +5,7 @@ while they move, so a good frame shows the reference's background and the
 reference's sprites, sharp. :class:`SpritesQualityReward` scores each frame
 by three components in [0, 1]:
 
-- ``background``: ``1 - e_q / background_tolerance`` (clipped), where ``e_q``
+- ``background``: ``exp(-e_q / background_tolerance)``, where ``e_q``
   is the ``background_quantile`` quantile over pixels of the per-pixel error
   ``mean_c |frame - reference|``. A low quantile ignores the pixels the sprites
   cover now or covered in the reference (up to ``1 - q`` of the frame).
@@ -14,8 +14,8 @@ by three components in [0, 1]:
   sprite, so it holds sprite pixels only) is cut from the reference and
   searched over the whole frame (masked sum of squared differences, at
   ``upsample`` times the resolution for sub-pixel alignment):
-  ``1 - max(0, rmse_min - sprite_floor) / sprite_tolerance`` (clipped),
-  averaged over sprites. ``sprite_floor`` forgives the error that resampling
+  ``exp(-max(0, rmse_min - sprite_floor) / sprite_tolerance)``, averaged
+  over sprites. ``sprite_floor`` forgives the error that resampling
   a sub-pixel shift leaves in a perfect copy (up to ~0.06 in Sprites-Drag).
   Being a search over all positions it does not depend on where the sprite
   is: motion is the trajectory reward's business.
@@ -29,6 +29,12 @@ by three components in [0, 1]:
 geometric combination: any failing aspect pulls the reward down; weights 1 by
 default). Ground-truth Sprites-Drag frames score ~1; noise, blur, colour
 shifts, a missing sprite or a foreign scene score low.
+
+The error terms fall off exponentially rather than linearly to a clip at 0:
+``-log(background * sprite)`` is a weighted sum of the errors, so the reward
+keeps a gradient for frames far from the reference too. With clipped ramps a
+few-step student (background error ~0.14, sprite error ~0.18) sat at exactly 0,
+and RL could make it worse without the reward noticing.
 """
 
 from __future__ import annotations
@@ -94,9 +100,9 @@ class SpritesQualityReward(StreamingReward):
         background_weight, sprite_weight, sharpness_weight: exponents of the components.
         sharpness_target: gradient ratio to the reference that counts as fully sharp.
         background_quantile: pixel-error quantile used for the background (robust to sprites).
-        background_tolerance: error quantile at which ``background`` reaches 0.
+        background_tolerance: error quantile at which ``background`` falls to ``1/e``.
         sprite_floor: template RMSE that still counts as a perfect match (resampling error).
-        sprite_tolerance: template RMSE above the floor at which a sprite's score reaches 0.
+        sprite_tolerance: template RMSE above the floor at which a sprite's score falls to ``1/e``.
         template_radius: radius of the template disc, normalized (0.09 = 2.9 px at 32 px,
             inside Sprites-Drag's smallest sprite of 4 px).
         upsample: search resolution factor (2: within a quarter pixel of any position).
@@ -111,9 +117,9 @@ class SpritesQualityReward(StreamingReward):
         sharpness_weight: float = 1.0,
         sharpness_target: float = 0.9,
         background_quantile: float = 0.35,
-        background_tolerance: float = 0.1,
+        background_tolerance: float = 0.05,
         sprite_floor: float = 0.04,
-        sprite_tolerance: float = 0.16,
+        sprite_tolerance: float = 0.08,
         template_radius: float = 0.09,
         upsample: int = 2,
     ) -> None:
@@ -176,7 +182,7 @@ class SpritesQualityReward(StreamingReward):
         b, t = frames.shape[:2]
         # background: a low quantile of the per-pixel error ignores the pixels sprites occupy
         err = (frames - self._reference[:, None]).abs().mean(dim=2).flatten(2)  # [B, t, H*W]
-        background = (1 - err.quantile(self.background_quantile, dim=-1) / self.background_tolerance).clamp(0.0, 1.0)  # [B, t]
+        background = torch.exp(-err.quantile(self.background_quantile, dim=-1) / self.background_tolerance)  # [B, t]
         # sharpness: gradient energy relative to the reference, capped at 1
         ratio = (rms_gradient(frames) + 1e-6) / (self._ref_gradient[:, None] + 1e-6)  # [B, t]
         sharpness = (ratio / self.sharpness_target).clamp(0.0, 1.0)  # [B, t]
@@ -184,7 +190,7 @@ class SpritesQualityReward(StreamingReward):
         up = F.interpolate(frames.flatten(0, 1), scale_factor=self.upsample, mode="bilinear", align_corners=False)  # [B*t, 3, uH, uW]
         ssd = masked_ssd(up.reshape(b, t, *up.shape[1:]), self._templates, self._mask)  # [B, t, K, H', W']
         rmse = torch.sqrt(ssd.flatten(3).amin(dim=-1) / (3 * self._mask.sum()))  # [B, t, K]
-        per_sprite = (1 - (rmse - self.sprite_floor).clamp_min(0.0) / self.sprite_tolerance).clamp(0.0, 1.0)  # [B, t, K]
+        per_sprite = torch.exp(-(rmse - self.sprite_floor).clamp_min(0.0) / self.sprite_tolerance)  # [B, t, K]
         valid = self._valid[:, None].float()  # [B, 1, K]
         count = valid.sum(dim=-1)  # [B, 1]
         sprite = torch.where(count > 0, (per_sprite * valid).sum(dim=-1) / count.clamp_min(1.0), torch.ones_like(count))  # [B, t]

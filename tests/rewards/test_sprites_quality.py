@@ -96,6 +96,15 @@ def test_monotone_under_blur_and_noise(reward, data):
     assert bool((noisy.mean(1)[1:] < noisy.mean(1)[:-1] - 0.05).all())
 
 
+def test_keeps_ranking_far_from_the_reference(reward, data):
+    # a few-step student sits around the "noise 0.2-0.3" error level; a clipped ramp scored all of these 0
+    _, video, control = data
+    noise = torch.randn(video.shape, generator=torch.Generator().manual_seed(2))
+    scores = torch.stack([reward.score((video + s * noise).clamp(0, 1), control).mean(1) for s in (0.2, 0.3, 0.45)])  # [3, B]
+    assert bool((scores > 0).all())
+    assert bool((scores[1:] < scores[:-1]).all())  # strictly lower with more noise, every video
+
+
 def test_does_not_depend_on_where_the_sprite_is(reward):
     world = SpritesDrag(max_sprites=1)  # one sprite: moving it cannot make it hide behind another
     scene = world.scenes(12, torch.Generator().manual_seed(5))
