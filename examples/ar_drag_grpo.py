@@ -13,6 +13,7 @@ Launch:
         policy.text_encoder_path=/models/wan-i2v-1.3b/text_encoder policy.tokenizer_path=/models/wan-i2v-1.3b/tokenizer \
         codec=wan_vae codec.local_dir=/models/wan-i2v-1.3b/vae reward=aesthetic reward.clip_path=... reward.head_path=...
     python examples/ar_drag_grpo.py -m hydra/launcher=submitit_slurm ...   # clusters (pip install hydra-submitit-launcher)
+    torchrun --nproc_per_node=2 examples/ar_drag_grpo.py parallel=ddp   # several processes/GPUs (parallel=fsdp2 shards)
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ from omegaconf import MISSING, OmegaConf
 from tqdm import tqdm
 
 from common import MetricsLogger
+from launch import DistConf, failing_clearly, is_main, launch, rank_seed, register_parallel
 from envs import ARVideoDenoisingVectorEnv, EnvCollector
 from grpo_parts import build_policy, build_reward, build_tracker, register_groups
+from rldiff import distributed as dist_utils
 from rldiff.trainer import GRPOTrainer
 from sprites_eval import trajectory_error
 from visualize import draw_tracks, plot_metrics, save_video_grid
@@ -64,6 +67,7 @@ class ARDragGRPOConfig:
             {"schedule": "one_step_per_frame"},
             {"grpo": "default"},
             {"trainer": "default"},
+            {"parallel": "none"},
             "_self_",
         ]
     )
@@ -74,19 +78,22 @@ class ARDragGRPOConfig:
     schedule: Any = MISSING  # stochasticity schedule group
     grpo: Any = MISSING  # GRPOTrainer settings
     trainer: Any = MISSING  # run settings
+    parallel: Any = MISSING  # gradient sync across torchrun processes (config group: none, ddp, fsdp2)
+    dist: DistConf = field(default_factory=DistConf)  # process group under torchrun (backend, timeout_s)
 
 
 cs = ConfigStore.instance()
 cs.store(name="ar_drag_grpo", node=ARDragGRPOConfig)
 cs.store(group="trainer", name="default", node=TrainerConf)
 register_groups(cs)
+register_parallel(cs)
 
 
 @torch.no_grad()
-def evaluate(policy, collector, control, codec, tracker, seed: int) -> tuple[dict, Any]:
-    """Deterministic (ODE) rollouts on held-out controls: trajectory error, quality, reward."""
-    mask = torch.zeros(collector.num_frames, collector.num_steps, dtype=torch.bool)  # [F, N]
-    rollout = collector.collect(policy, control, 1, mask, torch.Generator().manual_seed(seed))
+def evaluate(trainer, control, codec, tracker, seed: int) -> tuple[dict, Any]:
+    """Deterministic (ODE) rollouts on held-out controls: trajectory error, quality, reward (every rank, same numbers)."""
+    mask = torch.zeros(trainer.collector.num_frames, trainer.collector.num_steps, dtype=torch.bool)  # [F, N]
+    rollout = trainer.rollout(control, 1, mask, torch.Generator().manual_seed(seed))
     video = codec.decode(rollout["clean"]).clamp(0, 1)  # [B, T, 3, H, W]
     err, tracks = trajectory_error(video, control, tracker)
     row = {"trajectory_error": err, "reward": float(rollout["reward"].sum(1).mean())}
@@ -102,7 +109,7 @@ def draw(video, tracks, control, clips: int) -> list:
 
 def main(cfg: ARDragGRPOConfig) -> dict:
     out = Path(HydraConfig.get().runtime.output_dir)
-    torch.manual_seed(cfg.trainer.seed)
+    torch.manual_seed(rank_seed(cfg.trainer.seed))
 
     # Build the world, the reward and the policy
     codec = instantiate(cfg.codec)
@@ -118,41 +125,49 @@ def main(cfg: ARDragGRPOConfig) -> dict:
     tracker = build_tracker(cfg.reward)
     eval_control = heldout.heldout_controls().index(list(range(cfg.trainer.eval_clips)))
 
-    # Evaluate before RL (once per run directory)
-    before_path = out / "eval_before.json"
-    if before_path.exists():
-        before = json.loads(before_path.read_text())
-    else:
-        before, (video, tracks) = evaluate(policy, collector, eval_control, codec, tracker, cfg.trainer.seed + 1)
-        before_path.write_text(json.dumps(before, indent=2))
-        save_video_grid(out / "videos_before.gif", draw(video, tracks, eval_control, cfg.trainer.video_clips))
-
-    # Collect and update
+    # The trainer (under torchrun: gradients synced by cfg.parallel, rank 0 checkpoints full tensors)
     grpo = OmegaConf.to_container(cfg.grpo)
     trainer = GRPOTrainer(
-        policy, collector, controls, instantiate(cfg.schedule), **grpo,
+        policy, collector, controls, instantiate(cfg.schedule), **grpo, parallel=instantiate(cfg.parallel),
         seed=cfg.trainer.seed, checkpoint_dir=out / "checkpoints", checkpoint_every=cfg.trainer.checkpoint_every,
     )  # fmt: skip
-    if trainer.resume():
+
+    # Evaluate before RL (once per run directory; every rank evaluates, rank 0 writes)
+    before_path = out / "eval_before.json"
+    if not dist_utils.any_flag(not before_path.exists()):  # every rank decides alike (rank 0 writes it below)
+        before = json.loads(before_path.read_text())
+    else:
+        before, (video, tracks) = evaluate(trainer, eval_control, codec, tracker, cfg.trainer.seed + 1)
+        if is_main():
+            before_path.write_text(json.dumps(before, indent=2))
+            save_video_grid(out / "videos_before.gif", draw(video, tracks, eval_control, cfg.trainer.video_clips))
+
+    # Collect and update
+    if trainer.resume() and is_main():
         print(f"resumed from iteration {trainer.iteration}")
-    logger = MetricsLogger(out, tensorboard=cfg.trainer.tensorboard, start_iteration=trainer.iteration)
+    logger = MetricsLogger(out, tensorboard=cfg.trainer.tensorboard, start_iteration=trainer.iteration) if is_main() else None
     plot_keys = ["reward_mean", "reward/trajectory", "reward/quality", "reward/aesthetic", "clip_fraction", "approx_kl", "loss_kl", "grad_norm"]
-    bar = tqdm(total=cfg.trainer.iterations, initial=trainer.iteration, desc="AR-Drag GRPO", dynamic_ncols=True)
+    bar = tqdm(total=cfg.trainer.iterations, initial=trainer.iteration, desc="AR-Drag GRPO", dynamic_ncols=True, disable=not is_main())
     while trainer.iteration < cfg.trainer.iterations:
         metrics = trainer.step()
-        logger.log(metrics)
         bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", clip=f"{metrics.get('clip_fraction', 0.0):.2f}")
         bar.update(1)
+        if logger is None:
+            continue
+        logger.log(metrics)
         if trainer.iteration % cfg.trainer.plot_every == 0 or trainer.iteration == cfg.trainer.iterations:
             plot_metrics(out / "plots.png", logger.rows, plot_keys)
     bar.close()
-    logger.close()
     if trainer.iteration % trainer.checkpoint_every:
         trainer.save_checkpoint()
-    plot_metrics(out / "plots.png", logger.rows, plot_keys)
+    if logger is not None:
+        logger.close()
+        plot_metrics(out / "plots.png", logger.rows, plot_keys)
 
     # Evaluate after RL
-    after, (video, tracks) = evaluate(policy, collector, eval_control, codec, tracker, cfg.trainer.seed + 1)
+    after, (video, tracks) = evaluate(trainer, eval_control, codec, tracker, cfg.trainer.seed + 1)
+    if not is_main():
+        return {"before": before, "after": after}
     save_video_grid(out / "videos_after.gif", draw(video, tracks, eval_control, cfg.trainer.video_clips))
     keys = [k for k in before if k in after]
     lines = ["| metric | before RL | after RL | change |", "|---|---|---|---|"]
@@ -168,8 +183,9 @@ def main(cfg: ARDragGRPOConfig) -> dict:
 
 @hydra.main(version_base=None, config_name="ar_drag_grpo")
 def _entry(cfg: ARDragGRPOConfig) -> None:
-    main(cfg)
+    with failing_clearly(cfg.dist.timeout_s):
+        main(cfg)
 
 
 if __name__ == "__main__":
-    _entry()
+    launch(_entry)

@@ -11,9 +11,9 @@ everything that depends on how parameters are laid out across ranks:
 - :class:`DDP` — the runner is wrapped in ``torch.nn.parallel.DistributedDataParallel``;
   recomputing goes through DDP's ``forward``, so DDP's bucketed all-reduce
   hooks average the gradients during backward.
-- :class:`FSDP2` — ``fully_shard`` on every block of every ``nn.ModuleList`` in the
-  policy (transformer blocks) and on the runner (root); parameters and optimizer
-  state are sharded ``DTensor``s; ``collect`` is registered as an FSDP forward
+- :class:`FSDP2` — ``fully_shard`` on the runner (root) and, optionally, on the
+  blocks of named ``nn.ModuleList``s; parameters, gradients and optimizer state
+  are sharded ``DTensor``s at rest; ``collect`` is registered as an FSDP forward
   method so rollouts all-gather parameters like a forward does.
 
 Checkpoints hold FULL (unsharded) tensors under the policy's own parameter
@@ -136,14 +136,22 @@ class DDP(ManualAllReduce):
 
 
 class FSDP2(ManualAllReduce):
-    """``fully_shard`` (FSDP2): each block of each ``nn.ModuleList`` in the policy, then the runner as root.
+    """``fully_shard`` (FSDP2): the blocks of the ``block_lists`` ``nn.ModuleList``s, then the runner as root.
+
+    A block is its own unit (all-gathered just for its forward) only if the model
+    calls it as a module (``block(...)``): FSDP2's hooks run on ``__call__``.
+    ``policies.CausalWan`` runs its blocks functionally (one block code for the
+    cache and the parallel paths), so for it leave ``block_lists`` empty: the
+    whole policy is one unit, gathered for a recompute or a collection and sharded
+    (parameters, gradients, optimizer state) in between.
 
     Args:
+        block_lists: names of ``nn.ModuleList``s inside the policy (e.g. ``"model.blocks"``) whose elements to shard separately.
         reshard_after_forward: free gathered block parameters after each forward (saves memory, costs an all-gather in backward).
     """
 
-    def __init__(self, reshard_after_forward: bool = True):
-        self.reshard_after_forward = reshard_after_forward
+    def __init__(self, block_lists: tuple[str, ...] | list[str] = (), reshard_after_forward: bool = True):
+        self.block_lists, self.reshard_after_forward = tuple(block_lists), reshard_after_forward
 
     def wrap(self, policy: nn.Module) -> nn.Module:
         runner = PolicyRunner(policy)
@@ -155,10 +163,12 @@ class FSDP2(ManualAllReduce):
         with torch.no_grad():
             for t in list(policy.parameters()) + list(policy.buffers()):
                 torch.distributed.broadcast(t.data, src=0)
-        for module in list(policy.modules()):
-            if isinstance(module, nn.ModuleList):
-                for block in module:
-                    fully_shard(block, reshard_after_forward=self.reshard_after_forward)
+        for name in self.block_lists:
+            blocks = policy.get_submodule(name)
+            if not isinstance(blocks, nn.ModuleList):
+                raise TypeError(f"FSDP2 block_lists: {name!r} must name an nn.ModuleList in the policy, got {type(blocks).__name__}")
+            for block in blocks:
+                fully_shard(block, reshard_after_forward=self.reshard_after_forward)
         fully_shard(runner, reshard_after_forward=self.reshard_after_forward)
         register_fsdp_forward_method(runner, "collect")
         return runner
