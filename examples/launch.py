@@ -103,13 +103,20 @@ class DistributedJobError(RuntimeError):
     """A collective failed: another rank died, or hung past ``dist.timeout_s``."""
 
 
+def is_collective_failure(err: BaseException) -> bool:
+    """A torch.distributed error (NCCL/store/network) or a gloo transport error (peer gone, timeout)."""
+    from torch.distributed import DistError
+
+    return isinstance(err, DistError) or "gloo" in str(err)
+
+
 @contextmanager
 def failing_clearly(timeout_s: float):
     """Re-raise a failed collective as :class:`DistributedJobError` naming this rank and how to resume."""
     try:
         yield
     except RuntimeError as err:
-        if not dist_utils.is_distributed() or isinstance(err, DistributedJobError):
+        if not dist_utils.is_distributed() or not is_collective_failure(err):
             raise
         first = (str(err).splitlines() or [""])[0][:300]
         raise DistributedJobError(

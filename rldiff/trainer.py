@@ -357,7 +357,7 @@ class GRPOTrainer:
         rng = load_tensors(path / "rng.safetensors")
         self.shared_gen.set_state(rng["shared"])
         if int(meta.get("world_size", 1)) == dist_utils.world_size():
-            self.local_gen.set_state(rng["local"][dist_utils.rank()].contiguous())
+            self.local_gen.set_state(rng["local"][dist_utils.rank()].clone())  # a copy: set_state ignores a view's storage offset
         else:  # another number of processes: fresh, distinct per-rank noise streams
             self.local_gen.manual_seed(self.seed + 1_000_003 * (dist_utils.rank() + 1) + 7919 * self.iteration)
         torch.set_rng_state(rng["torch"])
