@@ -11,6 +11,7 @@ Launch:
     python examples/ar_drag_distill.py                                   # defaults, CPU
     python examples/ar_drag_distill.py -m rollout=self_rollout,self_forcing,teacher_forcing
     python examples/ar_drag_distill.py export_dir=examples/pretrained/sprites_drag   # refresh the bundle
+    torchrun --nproc_per_node=2 examples/ar_drag_distill.py   # batch split over processes, gradients all-reduced
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from omegaconf import MISSING
 from tqdm import tqdm
 
 from common import MetricsLogger
+from launch import DistConf, failing_clearly, is_main, launch, rank_seed
 from distill_stages import DistillStage, TeacherStage, build_world, student_from_teacher
 from rldiff.flow import shifted_sigmas
 from sprites_eval import evaluate, format_table, generate_bidirectional, generate_causal
@@ -75,6 +77,7 @@ class DistillConfig:
     checkpoint_every: int = 50  # iterations between checkpoints
     export_dir: str | None = None  # copy teacher/ and student/ here at the end (the bundle)
     tensorboard: bool = True  # also write TensorBoard scalars
+    dist: DistConf = field(default_factory=DistConf)  # process group under torchrun (backend, timeout_s)
 
 
 cs = ConfigStore.instance()
@@ -86,21 +89,23 @@ for _name, _cls in (("self_rollout", "SelfRollout"), ("self_forcing", "SelfForci
 def run_stage(name: str, stage, iterations: int, out: Path, tensorboard: bool) -> None:
     """Drive a resumable stage to ``iterations`` with a progress bar and a metrics CSV."""
     stage.resume()
-    logger = MetricsLogger(out / "logs" / name, tensorboard=tensorboard, start_iteration=stage.iteration)
-    bar = tqdm(total=iterations, initial=stage.iteration, desc=name, dynamic_ncols=True)
+    logger = MetricsLogger(out / "logs" / name, tensorboard=tensorboard, start_iteration=stage.iteration) if is_main() else None
+    bar = tqdm(total=iterations, initial=stage.iteration, desc=name, dynamic_ncols=True, disable=not is_main())
     while stage.iteration < iterations:
         metrics = stage.step()
-        logger.log(metrics)
+        if logger is not None:
+            logger.log(metrics)
         bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items() if k.startswith("loss")})
         bar.update(1)
     bar.close()
-    logger.close()
+    if logger is not None:
+        logger.close()
     stage.finish()
 
 
 def main(cfg: DistillConfig) -> dict:
     out = Path(HydraConfig.get().runtime.output_dir)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(rank_seed(cfg.seed))
     world = build_world(cfg)
 
     # Stage 1: teacher
@@ -115,6 +120,8 @@ def main(cfg: DistillConfig) -> dict:
     distill = DistillStage(world, teacher, instantiate(cfg.rollout), sigmas, out / "student", out / "distill_ckpt", cfg)
     untrained = student_from_teacher(teacher_dir, cfg)
     run_stage("distill", distill, cfg.distill_iterations, out, cfg.tensorboard)
+    if not is_main():  # rank 0 evaluates and exports
+        return {}
     student = distill.load_final()
 
     # Stage 3: evaluation on held-out controls
@@ -146,8 +153,9 @@ def main(cfg: DistillConfig) -> dict:
 
 @hydra.main(version_base=None, config_name="ar_drag_distill")
 def _entry(cfg: DistillConfig) -> None:
-    main(cfg)
+    with failing_clearly(cfg.dist.timeout_s):
+        main(cfg)
 
 
 if __name__ == "__main__":
-    _entry()
+    launch(_entry)

@@ -1,4 +1,9 @@
-"""The Sprites-Drag world and the resumable stages of ``ar_drag_distill.py``."""
+"""The Sprites-Drag world and the resumable stages of ``ar_drag_distill.py``.
+
+Under torchrun each rank draws ``batch_size / world`` clips per step from its own
+data generator, gradients are averaged over ranks, and rank 0 writes checkpoints
+(the replicated modules' state plus every rank's generator state).
+"""
 
 from __future__ import annotations
 
@@ -14,8 +19,10 @@ from policies.step1 import Distiller, encode_batch, teacher_loss
 from policies.teacher import BidirectionalWan, tiny_wan_config
 from policies.text_encoder import HashTextEncoder
 from rewards.trackers import LucasKanadeTracker
+from rldiff import distributed as dist_utils
 from rldiff.checkpoint import latest_checkpoint, load_json, load_tensors, optimizer_from_tensors, optimizer_to_tensors, write_checkpoint_dir
 from rldiff.data import SpritesDrag
+from rldiff.parallel import ManualAllReduce
 
 
 @dataclass
@@ -70,8 +77,17 @@ class _Stage:
 
     def __init__(self, ckpt_dir: Path, final_dir: Path, checkpoint_every: int, seed: int):
         self.ckpt_dir, self.final_dir, self.checkpoint_every = Path(ckpt_dir), Path(final_dir), checkpoint_every
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed = seed + 1_000_003 * dist_utils.rank()  # distinct data and noise per rank; rank 0 keeps ``seed``
+        self.generator = torch.Generator().manual_seed(self.seed)
         self.iteration = 0
+
+    @staticmethod
+    def local_batch(batch_size: int) -> int:
+        """This rank's share of the global ``batch_size``."""
+        world = dist_utils.world_size()
+        if batch_size % world:
+            raise ValueError(f"batch_size={batch_size} must be divisible by the number of processes {world}")
+        return batch_size // world
 
     def modules(self) -> dict[str, torch.nn.Module]:
         raise NotImplementedError
@@ -80,12 +96,15 @@ class _Stage:
         raise NotImplementedError
 
     def save(self) -> None:
+        generators = dist_utils.all_gather_cat(self.generator.get_state().unsqueeze(0))  # [world, L]
+        if dist_utils.rank() != 0:
+            return
         files = {f"{n}.safetensors": m.state_dict() for n, m in self.modules().items()}
         for name, opt in self.optimizers().items():
             tensors, rest = optimizer_to_tensors(opt)
             files[f"opt_{name}.safetensors"], files[f"opt_{name}.json"] = tensors, rest
-        files["rng.safetensors"] = {"generator": self.generator.get_state()}
-        files["state.json"] = {"iteration": self.iteration}
+        files["rng.safetensors"] = {"generator": generators[0], "generators": generators}
+        files["state.json"] = {"iteration": self.iteration, "world_size": dist_utils.world_size()}
         write_checkpoint_dir(self.ckpt_dir, self.iteration, files)
 
     def resume(self) -> None:
@@ -96,9 +115,14 @@ class _Stage:
             module.load_state_dict(load_tensors(path / f"{name}.safetensors"))
         for name, opt in self.optimizers().items():
             optimizer_from_tensors(opt, load_tensors(path / f"opt_{name}.safetensors"), load_json(path / f"opt_{name}.json"))
-        self.generator.set_state(load_tensors(path / "rng.safetensors")["generator"])
-        self.iteration = int(load_json(path / "state.json")["iteration"])
-        print(f"resumed {self.ckpt_dir.name} from iteration {self.iteration}")
+        rng, state = load_tensors(path / "rng.safetensors"), load_json(path / "state.json")
+        self.iteration = int(state["iteration"])
+        if int(state.get("world_size", 1)) == dist_utils.world_size():
+            self.generator.set_state(rng.get("generators", rng["generator"][None])[dist_utils.rank()].clone())
+        else:  # another number of processes: fresh, distinct per-rank streams
+            self.generator.manual_seed(self.seed + 7919 * self.iteration)
+        if dist_utils.rank() == 0:
+            print(f"resumed {self.ckpt_dir.name} from iteration {self.iteration}")
 
     def after_step(self) -> None:
         self.iteration += 1
@@ -111,9 +135,10 @@ class TeacherStage(_Stage):
 
     def __init__(self, world: World, final_dir: Path, ckpt_dir: Path, cfg):
         super().__init__(ckpt_dir, final_dir, cfg.checkpoint_every, cfg.seed)
-        self.world, self.batch_size, self.shift = world, cfg.batch_size, cfg.shift
+        self.world, self.batch_size, self.shift = world, self.local_batch(cfg.batch_size), cfg.shift
         config = tiny_wan_config(world.codec.latent_channels, world.encoder.cond_channels, cfg.dim, cfg.heads, cfg.layers, cfg.text_dim, patch=1)
-        self.teacher = BidirectionalWan.from_config(config)
+        self.teacher = dist_utils.broadcast_module_(BidirectionalWan.from_config(config))  # replicas start from rank 0's weights
+        self.parallel = ManualAllReduce()
         self.opt = torch.optim.AdamW(self.teacher.parameters(), lr=cfg.teacher_lr)
 
     def modules(self):
@@ -127,6 +152,7 @@ class TeacherStage(_Stage):
         loss = teacher_loss(self.teacher, batch, self.generator, self.shift)
         self.opt.zero_grad(set_to_none=True)
         loss["loss"].backward()
+        self.parallel.after_backward(list(self.teacher.parameters()))
         grad = torch.nn.utils.clip_grad_norm_(self.teacher.parameters(), 1.0)
         self.opt.step()
         metrics = {"iteration": float(self.iteration), "loss": float(loss["loss"].detach()), "grad_norm": float(grad)}
@@ -134,8 +160,9 @@ class TeacherStage(_Stage):
         return metrics
 
     def finish(self) -> None:
-        if not (self.final_dir / "config.json").exists():
+        if dist_utils.rank() == 0 and not (self.final_dir / "config.json").exists():
             self.teacher.save_pretrained(self.final_dir)
+        dist_utils.barrier()  # the other ranks load it next
 
     def load_final(self) -> BidirectionalWan:
         return BidirectionalWan.from_pretrained(self.final_dir).requires_grad_(False).eval()
@@ -146,7 +173,7 @@ class DistillStage(_Stage):
 
     def __init__(self, world: World, teacher: BidirectionalWan, rollout, sigmas: torch.Tensor, final_dir: Path, ckpt_dir: Path, cfg):
         super().__init__(ckpt_dir, final_dir, cfg.checkpoint_every, cfg.seed + 1)
-        self.world, self.batch_size = world, cfg.batch_size
+        self.world, self.batch_size = world, self.local_batch(cfg.batch_size)
         teacher_dir = Path(cfg.teacher_path) if cfg.teacher_path else Path(final_dir).parent / "teacher"
         self.student = student_from_teacher(teacher_dir, cfg)
         self.distiller = Distiller(
@@ -175,8 +202,9 @@ class DistillStage(_Stage):
         return metrics
 
     def finish(self) -> None:
-        if not (self.final_dir / "config.json").exists():
+        if dist_utils.rank() == 0 and not (self.final_dir / "config.json").exists():
             self.distiller.ema.save_pretrained(self.final_dir)
+        dist_utils.barrier()
 
     def load_final(self) -> CausalWan:
         return CausalWan.from_pretrained(self.final_dir).requires_grad_(False).eval()

@@ -19,8 +19,10 @@ import torch
 from tensordict import TensorDict
 from torch import Tensor, nn
 
+from rldiff import distributed as dist_utils
 from rldiff.distill import add_noise, discriminator_loss, dmd_loss, flow_matching_loss, generator_adversarial_loss, sample_dmd_sigma, x0_from_velocity
 from rldiff.flow import shift_sigma
+from rldiff.parallel import ManualAllReduce
 from rldiff.types import Control
 
 __all__ = ["WorldBatch", "encode_batch", "teacher_loss", "DiscriminatorHead", "Distiller"]
@@ -91,12 +93,22 @@ class Distiller:
         adv_weight: weight of the adversarial generator term (0 disables the head).
         dmd_shift: shift of the DMD noise-level distribution.
         ema_decay: decay of the generator EMA (reached after a warm-up, see :meth:`ema_decay_now`).
+        parallel: gradient sync across ranks, :class:`rldiff.parallel.ManualAllReduce` (the
+            default and, under torch.distributed, the only choice: DDP and FSDP2 need one forward
+            per backward, while the student is driven frame by frame through its methods and
+            the critic runs several times per backward). Replicas start from rank 0's weights.
     """
 
-    def __init__(self, student, teacher, rollout, sigmas: Tensor, *, lr_generator: float = 1e-4, lr_critic: float = 2e-4, generator_every: int = 5, adv_weight: float = 0.05, dmd_shift: float = 3.0, ema_decay: float = 0.99):
+    def __init__(self, student, teacher, rollout, sigmas: Tensor, *, lr_generator: float = 1e-4, lr_critic: float = 2e-4, generator_every: int = 5, adv_weight: float = 0.05, dmd_shift: float = 3.0, ema_decay: float = 0.99, parallel=None):
+        self.parallel = parallel if parallel is not None else ManualAllReduce()
+        if type(self.parallel) is not ManualAllReduce and dist_utils.is_distributed():
+            raise ValueError(f"Distiller: parallel must be rldiff.parallel.ManualAllReduce under torch.distributed (see the class doc), got {type(self.parallel).__name__}")
         self.student, self.teacher, self.rollout, self.sigmas = student, teacher.requires_grad_(False).eval(), rollout, sigmas
         self.critic = copy.deepcopy(teacher).requires_grad_(True).train()
         self.head = DiscriminatorHead(self.critic) if adv_weight > 0 else None
+        for module in (student, self.critic, self.head.mlp if self.head else None):
+            if module is not None:
+                dist_utils.broadcast_module_(module)
         critic_params = list(self.critic.parameters()) + (list(self.head.parameters()) if self.head else [])
         self.opt_generator = torch.optim.AdamW(student.parameters(), lr=lr_generator, betas=(0.0, 0.999))
         self.opt_critic = torch.optim.AdamW(critic_params, lr=lr_critic, betas=(0.0, 0.999))
@@ -137,6 +149,7 @@ class Distiller:
             metrics["loss_gan_g"] = float(adv["loss_gan_g"])
         self.opt_generator.zero_grad(set_to_none=True)
         total.backward()
+        self.parallel.after_backward(list(self.student.parameters()))
         metrics["grad_norm_generator"] = float(torch.nn.utils.clip_grad_norm_(self.student.parameters(), 1.0))
         self.opt_generator.step()
         self.opt_critic.zero_grad(set_to_none=True)  # the adversarial term must not train the head here
@@ -159,6 +172,7 @@ class Distiller:
             metrics.update(loss_gan_d=float(d["loss_gan_d"]), disc_accuracy=float(d["disc_accuracy"]))
         self.opt_critic.zero_grad(set_to_none=True)
         total.backward()
+        self.parallel.after_backward([p for g in self.opt_critic.param_groups for p in g["params"]])
         torch.nn.utils.clip_grad_norm_([p for g in self.opt_critic.param_groups for p in g["params"]], 1.0)
         self.opt_critic.step()
         return metrics

@@ -15,7 +15,7 @@ from typing import Iterable
 import torch
 import torch.distributed as dist
 
-__all__ = ["init_from_env", "destroy", "broadcast_str", "is_distributed", "rank", "world_size", "all_gather_cat", "all_reduce_mean_", "average_gradients", "any_flag"]
+__all__ = ["init_from_env", "destroy", "broadcast_str", "broadcast_module_", "barrier", "is_distributed", "rank", "world_size", "all_gather_cat", "all_reduce_mean_", "average_gradients", "any_flag"]
 
 
 def is_distributed() -> bool:
@@ -59,6 +59,23 @@ def broadcast_str(text: str) -> str:
     buf = data if rank() == 0 else torch.empty(int(size), dtype=torch.uint8, device=device)
     dist.broadcast(buf, src=0)
     return bytes(buf.cpu().tolist()).decode()
+
+
+def broadcast_module_(module: torch.nn.Module) -> torch.nn.Module:
+    """Overwrite ``module``'s parameters and buffers with rank 0's (replicas start identical)."""
+    if is_distributed():
+        with torch.no_grad():
+            for t in list(module.parameters()) + list(module.buffers()):
+                buf = t.data.to(comm_device())
+                dist.broadcast(buf, src=0)
+                t.data.copy_(buf)
+    return module
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op on one process)."""
+    if is_distributed():
+        dist.barrier()
 
 
 def comm_device() -> torch.device:

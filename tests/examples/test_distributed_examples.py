@@ -104,3 +104,21 @@ def test_hung_rank_fails_the_job_within_the_timeout(tmp_path):
     assert proc.returncode != 0
     assert time.time() - start < 100  # the hung rank sleeps 120 s: the 3 s timeout ended the job
     assert "DistributedJobError: rank 0 of 2: a collective failed" in proc.stderr and "dist.timeout_s=3" in proc.stderr, proc.stderr[-3000:]
+
+
+DISTILL_TINY = [
+    "dim=32", "heads=2", "layers=1", "batch_size=2", "teacher_iterations=2", "distill_iterations=3",
+    "generator_every=2", "checkpoint_every=1", "eval_clips=2", "teacher_eval_steps=2", "tensorboard=false",
+]  # fmt: skip
+
+
+def test_distillation_on_two_processes_resumes_on_one(tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.run(torchrun(ROOT / "examples" / "ar_drag_distill.py", *DISTILL_TINY, f"hydra.run.dir={run}"), cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (run / "student" / "config.json").is_file() and (run / "eval.md").is_file()
+    assert len((run / "logs" / "distill" / "metrics.csv").read_text().strip().splitlines()) == 1 + 3  # rank 0 logs
+    one = subprocess.run([sys.executable, str(ROOT / "examples" / "ar_drag_distill.py"), *DISTILL_TINY, f"hydra.run.dir={run}", "distill_iterations=4"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert "resumed distill_ckpt from iteration 3" in one.stdout
+    assert (run / "distill_ckpt" / "ckpt-00000004").is_dir()
