@@ -144,6 +144,8 @@ def main(cfg: DistillConfig) -> dict:
     if cfg.export_dir:
         export = Path(cfg.export_dir)
         for name, src in (("teacher", teacher_dir), ("student", out / "student")):
+            if (export / name).resolve() == Path(src).resolve():
+                continue  # teacher_path already points into the bundle: nothing to copy (and never delete the source)
             shutil.rmtree(export / name, ignore_errors=True)
             shutil.copytree(src, export / name)
         (export / "world.json").write_text(json.dumps(world.describe(), indent=2))
