@@ -65,12 +65,12 @@ class DistillConfig:
     teacher_lr: float = 5e-4  # teacher AdamW learning rate
     teacher_path: str | None = None  # an existing teacher dir: skip stage 1
     batch_size: int = 8  # clips per step
-    distill_iterations: int = 300  # distillation iterations (critic steps)
+    distill_iterations: int = 400  # distillation iterations (critic steps)
     num_steps: int = 3  # N, student steps per frame
     shift: float = 3.0  # timestep shift of the student's sigmas
-    lr_generator: float = 5e-5  # student AdamW learning rate
+    lr_generator: float = 1e-4  # student AdamW learning rate
     lr_critic: float = 2e-4  # critic + head AdamW learning rate
-    generator_every: int = 5  # critic updates per generator update
+    generator_every: int = 1  # critic updates per generator update
     adv_weight: float = 0.05  # adversarial term weight (0: DMD only)
     eval_clips: int = 32  # held-out clips evaluated
     teacher_eval_steps: int = 20  # teacher sampling steps in the evaluation
