@@ -8,6 +8,12 @@ the teacher) trained by flow matching on student samples; a small
 discriminator head on the critic's mid-layer features adds the adversarial
 term (non-saturating softplus losses). The critic updates every iteration,
 the generator every ``generator_every``-th; the generator keeps an EMA.
+
+Under torch.distributed the student and the critic (with the head) are each
+driven through a runner module whose ``forward`` is the whole differentiable
+computation of one update (:class:`GeneratorRunner`: the student rollout;
+:class:`CriticRunner`: the critic loss), so DDP's and FSDP2's hooks fire once
+per backward; their other uses are runner methods (FSDP2 forward methods).
 """
 
 from __future__ import annotations
@@ -22,10 +28,10 @@ from torch import Tensor, nn
 from rldiff import distributed as dist_utils
 from rldiff.distill import add_noise, discriminator_loss, dmd_loss, flow_matching_loss, generator_adversarial_loss, sample_dmd_sigma, x0_from_velocity
 from rldiff.flow import shift_sigma
-from rldiff.parallel import ManualAllReduce
+from rldiff.parallel import ManualAllReduce, local_tensor
 from rldiff.types import Control
 
-__all__ = ["WorldBatch", "encode_batch", "teacher_loss", "DiscriminatorHead", "Distiller"]
+__all__ = ["WorldBatch", "encode_batch", "teacher_loss", "DiscriminatorHead", "GeneratorRunner", "CriticRunner", "Distiller"]
 
 
 @dataclass
@@ -80,6 +86,63 @@ class DiscriminatorHead(nn.Module):
         return self.mlp(feats.float().mean(dim=1)).squeeze(-1)
 
 
+def _noised(x: Tensor, shift: float, generator) -> tuple[Tensor, Tensor]:
+    sigma = sample_dmd_sigma(x.shape[0], shift, generator=generator)  # [B]
+    return add_noise(x, torch.randn(x.shape, generator=generator), sigma), sigma
+
+
+class GeneratorRunner(nn.Module):
+    """The student's rollout as a module: ``forward`` with gradients (one per generator backward), ``sample`` without."""
+
+    def __init__(self, student: nn.Module, rollout, sigmas: Tensor):
+        super().__init__()
+        self.student, self.rollout, self.sigmas = student, rollout, sigmas
+
+    def forward(self, cond: TensorDict, noise: Tensor, generator: torch.Generator | None = None, ground_truth: Tensor | None = None) -> Tensor:
+        """Generator outputs ``x0 [B, F, C, H, W]`` of the student rollout over ``noise``, with gradients."""
+        return self.rollout(self.student, cond, noise, self.sigmas, generator, ground_truth=ground_truth).x0
+
+    def sample(self, cond: TensorDict, noise: Tensor, generator: torch.Generator | None = None, ground_truth: Tensor | None = None) -> Tensor:
+        """The same rollout without gradients (critic-only iterations)."""
+        with torch.no_grad():
+            return self.forward(cond, noise, generator, ground_truth)
+
+
+class CriticRunner(nn.Module):
+    """The critic (fake score) and the discriminator head: ``forward`` is the critic-step loss; ``velocity``
+    (no grad) and ``adversarial_logits`` (critic frozen) serve the generator step."""
+
+    def __init__(self, critic: nn.Module, head: DiscriminatorHead | None, dmd_shift: float):
+        super().__init__()
+        self.critic, self.head, self.dmd_shift = critic, head, dmd_shift
+
+    def forward(self, real: Tensor, fake: Tensor, cond: TensorDict, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Flow matching on ``fake [B, F, C, H, W]`` plus the discriminator loss on noised ``real``/``fake``."""
+        eps = torch.randn(fake.shape, generator=generator)
+        sigma = torch.rand(fake.shape[0], generator=generator).clamp(0.02, 0.98)  # [B]
+        flow = flow_matching_loss(self.critic(add_noise(fake, eps, sigma), sigma, cond), fake, eps)
+        out = {"loss": flow["loss"], "loss_critic": flow["loss_flow"].detach()}
+        if self.head is not None:
+            real_t, s_real = _noised(real, self.dmd_shift, generator)
+            fake_t, s_fake = _noised(fake, self.dmd_shift, generator)
+            d = discriminator_loss(self.head(self.critic, real_t, s_real, cond), self.head(self.critic, fake_t, s_fake, cond))
+            out.update(loss=out["loss"] + d["loss"], loss_gan_d=d["loss_gan_d"].detach(), disc_accuracy=d["disc_accuracy"].detach())
+        return out
+
+    def velocity(self, x: Tensor, sigma: Tensor, cond: TensorDict) -> Tensor:
+        """The fake score's velocity on ``x``, without gradients."""
+        with torch.no_grad():
+            return self.critic(x, sigma, cond)
+
+    def adversarial_logits(self, x: Tensor, sigma: Tensor, cond: TensorDict) -> Tensor:
+        """Head logits ``[B]`` on ``x`` with the critic frozen: gradients reach ``x`` (and the head), not the critic."""
+        self.critic.requires_grad_(False)
+        try:
+            return self.head(self.critic, x, sigma, cond)
+        finally:
+            self.critic.requires_grad_(True)
+
+
 class Distiller:
     """DMD + adversarial distillation of a bidirectional teacher into a causal student.
 
@@ -93,26 +156,29 @@ class Distiller:
         adv_weight: weight of the adversarial generator term (0 disables the head).
         dmd_shift: shift of the DMD noise-level distribution.
         ema_decay: decay of the generator EMA (reached after a warm-up, see :meth:`ema_decay_now`).
-        parallel: gradient sync across ranks, :class:`rldiff.parallel.ManualAllReduce` (the
-            default and, under torch.distributed, the only choice: DDP and FSDP2 need one forward
-            per backward, while the student is driven frame by frame through its methods and
-            the critic runs several times per backward). Replicas start from rank 0's weights.
+        parallel: gradient sync across ranks (:mod:`rldiff.parallel`: ManualAllReduce, the default,
+            DDP or FSDP2). The student and the critic + head are wrapped separately through
+            :class:`GeneratorRunner` and :class:`CriticRunner`; the teacher stays replicated. Under
+            FSDP2 ``student``, ``critic``, ``head`` and ``ema`` hold sharded DTensors: read them
+            through ``parallel.full_state``. Replicas start from rank 0's weights.
     """
 
     def __init__(self, student, teacher, rollout, sigmas: Tensor, *, lr_generator: float = 1e-4, lr_critic: float = 2e-4, generator_every: int = 5, adv_weight: float = 0.05, dmd_shift: float = 3.0, ema_decay: float = 0.99, parallel=None):
         self.parallel = parallel if parallel is not None else ManualAllReduce()
-        if type(self.parallel) is not ManualAllReduce and dist_utils.is_distributed():
-            raise ValueError(f"Distiller: parallel must be rldiff.parallel.ManualAllReduce under torch.distributed (see the class doc), got {type(self.parallel).__name__}")
         self.student, self.teacher, self.rollout, self.sigmas = student, teacher.requires_grad_(False).eval(), rollout, sigmas
         self.critic = copy.deepcopy(teacher).requires_grad_(True).train()
         self.head = DiscriminatorHead(self.critic) if adv_weight > 0 else None
         for module in (student, self.critic, self.head.mlp if self.head else None):
             if module is not None:
                 dist_utils.broadcast_module_(module)
+        self.ema = copy.deepcopy(student).requires_grad_(False)
+        # the runners (DDP/FSDP2 may replace the parameters: optimizers come after)
+        self.generator_runner = self.parallel.wrap_module(GeneratorRunner(student, rollout, sigmas), ("sample",))
+        self.critic_runner = self.parallel.wrap_module(CriticRunner(self.critic, self.head, dmd_shift), ("velocity", "adversarial_logits"))
+        self.ema = self.parallel.shard_like(self.ema, student)
         critic_params = list(self.critic.parameters()) + (list(self.head.parameters()) if self.head else [])
         self.opt_generator = torch.optim.AdamW(student.parameters(), lr=lr_generator, betas=(0.0, 0.999))
         self.opt_critic = torch.optim.AdamW(critic_params, lr=lr_critic, betas=(0.0, 0.999))
-        self.ema = copy.deepcopy(student).requires_grad_(False)
         self.generator_every, self.adv_weight, self.dmd_shift, self.ema_decay = generator_every, adv_weight, dmd_shift, ema_decay
         self.iteration = 0
 
@@ -125,57 +191,44 @@ class Distiller:
         n = self.iteration // self.generator_every
         return min(self.ema_decay, (1.0 + n) / (10.0 + n))
 
-    def _noised(self, x: Tensor, generator) -> tuple[Tensor, Tensor]:
-        sigma = sample_dmd_sigma(x.shape[0], self.dmd_shift, generator=generator)  # [B]
-        return add_noise(x, torch.randn(x.shape, generator=generator), sigma), sigma
-
     def generator_step(self, batch: WorldBatch, generator) -> tuple[dict[str, float], Tensor]:
         noise = torch.randn(batch.x0.shape, generator=generator)
-        out = self.rollout(self.student, batch.cond, noise, self.sigmas, generator, ground_truth=batch.x0)
-        x = out.x0  # [B, F, C, H, W], with grad
-        xt, sigma = self._noised(x.detach(), generator)
+        x = self.generator_runner(batch.cond, noise, generator, batch.x0)  # [B, F, C, H, W], with grad
+        xt, sigma = _noised(x.detach(), self.dmd_shift, generator)
+        critic = self.parallel.runner_module(self.critic_runner)
         with torch.no_grad():
             real_x0 = x0_from_velocity(xt, self.teacher(xt, sigma, batch.cond), sigma)
-            fake_x0 = x0_from_velocity(xt, self.critic(xt, sigma, batch.cond), sigma)
+            fake_x0 = x0_from_velocity(xt, critic.velocity(xt, sigma, batch.cond), sigma)
         losses = dmd_loss(x, real_x0, fake_x0)
         total = losses["loss"]
         metrics = {"loss_dmd": float(losses["loss_dmd"]), "dmd_grad_norm": float(losses["dmd_grad_norm"])}
         if self.head is not None:
-            self.critic.requires_grad_(False)
             xt_g = add_noise(x, torch.randn(x.shape, generator=generator), sigma)  # gradient flows to x
-            adv = generator_adversarial_loss(self.head(self.critic, xt_g, sigma, batch.cond))
-            self.critic.requires_grad_(True)
+            adv = generator_adversarial_loss(critic.adversarial_logits(xt_g, sigma, batch.cond))
             total = total + self.adv_weight * adv["loss"]
             metrics["loss_gan_g"] = float(adv["loss_gan_g"])
         self.opt_generator.zero_grad(set_to_none=True)
         total.backward()
-        self.parallel.after_backward(list(self.student.parameters()))
-        metrics["grad_norm_generator"] = float(torch.nn.utils.clip_grad_norm_(self.student.parameters(), 1.0))
+        params = list(self.student.parameters())
+        self.parallel.after_backward(params)
+        metrics["grad_norm_generator"] = float(self.parallel.clip_grad_norm(params, 1.0))
         self.opt_generator.step()
         self.opt_critic.zero_grad(set_to_none=True)  # the adversarial term must not train the head here
         with torch.no_grad():
             decay = self.ema_decay_now()
             for e, p in zip(self.ema.parameters(), self.student.parameters()):
-                e.lerp_(p, 1.0 - decay)
-        return metrics, out.x0.detach()
+                local_tensor(e).lerp_(local_tensor(p), 1.0 - decay)  # this rank's shard under FSDP2
+        return metrics, x.detach()
 
     def critic_step(self, batch: WorldBatch, fake: Tensor, generator) -> dict[str, float]:
-        eps = torch.randn(fake.shape, generator=generator)
-        sigma = torch.rand(fake.shape[0], generator=generator).clamp(0.02, 0.98)  # [B]
-        loss = flow_matching_loss(self.critic(add_noise(fake, eps, sigma), sigma, batch.cond), fake, eps)
-        total, metrics = loss["loss"], {"loss_critic": float(loss["loss_flow"])}
-        if self.head is not None:
-            real_t, s_real = self._noised(batch.x0, generator)
-            fake_t, s_fake = self._noised(fake, generator)
-            d = discriminator_loss(self.head(self.critic, real_t, s_real, batch.cond), self.head(self.critic, fake_t, s_fake, batch.cond))
-            total = total + d["loss"]
-            metrics.update(loss_gan_d=float(d["loss_gan_d"]), disc_accuracy=float(d["disc_accuracy"]))
+        losses = self.critic_runner(batch.x0, fake, batch.cond, generator)
+        params = [p for g in self.opt_critic.param_groups for p in g["params"]]
         self.opt_critic.zero_grad(set_to_none=True)
-        total.backward()
-        self.parallel.after_backward([p for g in self.opt_critic.param_groups for p in g["params"]])
-        torch.nn.utils.clip_grad_norm_([p for g in self.opt_critic.param_groups for p in g["params"]], 1.0)
+        losses["loss"].backward()
+        self.parallel.after_backward(params)
+        self.parallel.clip_grad_norm(params, 1.0)
         self.opt_critic.step()
-        return metrics
+        return {k: float(v) for k, v in losses.items() if k != "loss"}
 
     def step(self, batch: WorldBatch, generator: torch.Generator | None = None) -> dict[str, float]:
         """One iteration: a generator update when due, then a critic update on fresh student samples."""
@@ -184,9 +237,8 @@ class Distiller:
             m, fake = self.generator_step(batch, generator)
             metrics.update(m)
         else:
-            with torch.no_grad():
-                noise = torch.randn(batch.x0.shape, generator=generator)
-                fake = self.rollout(self.student, batch.cond, noise, self.sigmas, generator, ground_truth=batch.x0).x0
+            noise = torch.randn(batch.x0.shape, generator=generator)
+            fake = self.parallel.runner_module(self.generator_runner).sample(batch.cond, noise, generator, batch.x0)
         metrics.update(self.critic_step(batch, fake, generator))
         self.iteration += 1
         return metrics

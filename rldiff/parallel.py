@@ -16,6 +16,10 @@ everything that depends on how parameters are laid out across ranks:
   are sharded ``DTensor``s at rest; ``collect`` is registered as an FSDP forward
   method so rollouts all-gather parameters like a forward does.
 
+Other trainers (the distiller) build their own runner modules, one forward per
+backward, and hand them to ``strategy.wrap_module(runner, methods)``; a frozen
+shadow of a trained module (an EMA) follows its layout with ``shard_like``.
+
 Checkpoints hold FULL (unsharded) tensors under the policy's own parameter
 names and the optimizer's parameter indices, whatever the strategy or the
 number of processes, so a run saved by K processes loads into any other count.
@@ -31,7 +35,7 @@ from torch import Tensor, nn
 
 from rldiff import distributed as dist_utils
 
-__all__ = ["PolicyRunner", "ManualAllReduce", "DDP", "FSDP2"]
+__all__ = ["PolicyRunner", "ManualAllReduce", "DDP", "FSDP2", "local_tensor"]
 
 
 class PolicyRunner(nn.Module):
@@ -65,12 +69,28 @@ def _like(full: Tensor, ref: Tensor) -> Tensor:
     return full.to(ref.device)
 
 
+def local_tensor(t: Tensor) -> Tensor:
+    """This rank's shard of a ``DTensor`` (in-place ops on it update the DTensor); ``t`` itself otherwise."""
+    from torch.distributed.tensor import DTensor
+
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
 class ManualAllReduce:
     """Replicated parameters; gradients averaged by a flat all-reduce after each backward."""
 
     def wrap(self, policy: nn.Module) -> nn.Module:
         """The runner of ``policy`` (call it for means, ``.collect`` for rollouts)."""
         return PolicyRunner(policy)
+
+    def wrap_module(self, runner: nn.Module, methods: tuple[str, ...] = ()) -> nn.Module:
+        """``runner`` made ready for training: call it for the differentiable forward (one per backward),
+        and ``runner_module(wrapped).<method>`` for each of ``methods`` (other uses of its parameters)."""
+        return runner
+
+    def shard_like(self, module: nn.Module, like: nn.Module) -> nn.Module:
+        """``module`` (a copy of ``like``, e.g. an EMA) with each parameter laid out like ``like``'s of the same name."""
+        return module
 
     def runner_module(self, runner: nn.Module) -> PolicyRunner:
         return runner
@@ -119,7 +139,10 @@ class DDP(ManualAllReduce):
         self.bucket_cap_mb, self.find_unused_parameters = bucket_cap_mb, find_unused_parameters
 
     def wrap(self, policy: nn.Module) -> nn.Module:
-        runner = PolicyRunner(policy)
+        return self.wrap_module(PolicyRunner(policy))
+
+    def wrap_module(self, runner: nn.Module, methods: tuple[str, ...] = ()) -> nn.Module:
+        """``DistributedDataParallel(runner)``; ``methods`` run on the inner module (parameters are replicated)."""
         if not dist_utils.is_distributed():
             return runner
         from torch.nn.parallel import DistributedDataParallel
@@ -172,6 +195,33 @@ class FSDP2(ManualAllReduce):
         fully_shard(runner, reshard_after_forward=self.reshard_after_forward)
         register_fsdp_forward_method(runner, "collect")
         return runner
+
+    def wrap_module(self, runner: nn.Module, methods: tuple[str, ...] = ()) -> nn.Module:
+        """``fully_shard(runner)`` as one unit (from rank 0's weights); each of ``methods`` is registered
+        as an FSDP forward method, so it all-gathers the parameters like ``forward`` does."""
+        if self.block_lists:
+            raise ValueError(f"FSDP2 block_lists apply to policies passed to wrap(); wrap_module shards the runner {type(runner).__name__} as one unit, got block_lists={list(self.block_lists)}")
+        if not dist_utils.is_distributed():
+            return runner
+        from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
+
+        with torch.no_grad():
+            for t in list(runner.parameters()) + list(runner.buffers()):
+                torch.distributed.broadcast(t.data, src=0)
+        fully_shard(runner, reshard_after_forward=self.reshard_after_forward)
+        for name in methods:
+            register_fsdp_forward_method(runner, name)
+        return runner
+
+    def shard_like(self, module: nn.Module, like: nn.Module) -> nn.Module:
+        """Replace ``module``'s parameters by DTensors sharded like ``like``'s (local shards line up for ``lerp_``)."""
+        refs = dict(like.named_parameters())
+        for name, p in list(module.named_parameters()):
+            if name not in refs:
+                raise KeyError(f"shard_like: parameter {name!r} of module has no counterpart in like")
+            owner, _, leaf = name.rpartition(".")
+            setattr(module.get_submodule(owner), leaf, nn.Parameter(_like(p.detach(), refs[name]), requires_grad=p.requires_grad))
+        return module
 
     def after_backward(self, params: list[nn.Parameter]) -> None:
         """Nothing to do: FSDP2 reduce-scattered (averaged) the gradients during backward."""
