@@ -138,7 +138,7 @@ class CriticRunner(nn.Module):
         """Head logits ``[B]`` on ``x`` with the critic frozen: gradients reach ``x`` (and the head), not the critic."""
         self.critic.requires_grad_(False)
         try:
-            return self.head(self.critic, x, sigma, cond)
+            return self.head(self.critic, x, sigma, cond).clone()  # not a view: FSDP2 hooks the output for backward
         finally:
             self.critic.requires_grad_(True)
 
