@@ -11,7 +11,7 @@ Launch:
     python examples/ar_drag_distill.py                                   # defaults, CPU
     python examples/ar_drag_distill.py -m rollout=self_rollout,self_forcing,teacher_forcing
     python examples/ar_drag_distill.py export_dir=examples/pretrained/sprites_drag   # refresh the bundle
-    torchrun --nproc_per_node=2 examples/ar_drag_distill.py   # batch split over processes, gradients all-reduced
+    torchrun --nproc_per_node=2 examples/ar_drag_distill.py parallel=ddp   # batch split over processes (parallel=fsdp2 shards student, critic, EMA)
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from omegaconf import MISSING
 from tqdm import tqdm
 
 from common import MetricsLogger
-from launch import DistConf, failing_clearly, is_main, launch, rank_seed
+from launch import DistConf, failing_clearly, is_main, launch, rank_seed, register_parallel
 from distill_stages import DistillStage, TeacherStage, build_world, student_from_teacher
 from rldiff.flow import shifted_sigmas
 from sprites_eval import evaluate, format_table, generate_bidirectional, generate_causal
@@ -49,8 +49,9 @@ class RolloutConf:
 class DistillConfig:
     """Step 1 on Sprites-Drag. Every field is a Hydra override (``name=value``)."""
 
-    defaults: list[Any] = field(default_factory=lambda: [{"rollout": "self_rollout"}, "_self_"])
+    defaults: list[Any] = field(default_factory=lambda: [{"rollout": "self_rollout"}, {"parallel": "none"}, "_self_"])
     rollout: Any = MISSING  # rollout variant (config group: self_rollout, self_forcing, teacher_forcing)
+    parallel: Any = MISSING  # distillation gradient sync across torchrun processes (config group: none, ddp, fsdp2; the teacher stage all-reduces)
     seed: int = 0  # seeds data, noise and initial weights
     image_size: int = 32  # Sprites-Drag frame size (pixels)
     num_frames: int = 8  # latent = pixel frames (PixelCodec, temporal factor 1)
@@ -82,6 +83,7 @@ class DistillConfig:
 
 cs = ConfigStore.instance()
 cs.store(name="ar_drag_distill", node=DistillConfig)
+register_parallel(cs)
 for _name, _cls in (("self_rollout", "SelfRollout"), ("self_forcing", "SelfForcing"), ("teacher_forcing", "TeacherForcing")):
     cs.store(group="rollout", name=_name, node=RolloutConf(_target_=f"policies.distill_rollouts.{_cls}"))
 
@@ -117,7 +119,7 @@ def main(cfg: DistillConfig) -> dict:
 
     # Stage 2: distillation
     sigmas = shifted_sigmas(cfg.num_steps, cfg.shift)
-    distill = DistillStage(world, teacher, instantiate(cfg.rollout), sigmas, out / "student", out / "distill_ckpt", cfg)
+    distill = DistillStage(world, teacher, instantiate(cfg.rollout), sigmas, out / "student", out / "distill_ckpt", cfg, parallel=instantiate(cfg.parallel))
     untrained = student_from_teacher(teacher_dir, cfg)
     run_stage("distill", distill, cfg.distill_iterations, out, cfg.tensorboard)
     if not is_main():  # rank 0 evaluates and exports

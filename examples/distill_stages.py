@@ -1,8 +1,11 @@
 """The Sprites-Drag world and the resumable stages of ``ar_drag_distill.py``.
 
 Under torchrun each rank draws ``batch_size / world`` clips per step from its own
-data generator, gradients are averaged over ranks, and rank 0 writes checkpoints
-(the replicated modules' state plus every rank's generator state).
+data generator and gradients are averaged over ranks: the teacher stage by a flat
+all-reduce, the distillation stage by the ``parallel`` strategy (manual all-reduce,
+DDP or FSDP2). Checkpoints hold FULL tensors (gathered from FSDP2 shards on every
+rank, written by rank 0) plus every rank's generator state, so a run resumes on
+any number of processes.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from policies.teacher import BidirectionalWan, tiny_wan_config
 from policies.text_encoder import HashTextEncoder
 from rewards.trackers import LucasKanadeTracker
 from rldiff import distributed as dist_utils
-from rldiff.checkpoint import latest_checkpoint, load_json, load_tensors, optimizer_from_tensors, optimizer_to_tensors, write_checkpoint_dir
+from rldiff.checkpoint import latest_checkpoint, load_json, load_tensors, optimizer_state_from_tensors, optimizer_to_tensors, write_checkpoint_dir
 from rldiff.data import SpritesDrag
 from rldiff.parallel import ManualAllReduce
 
@@ -97,11 +100,13 @@ class _Stage:
 
     def save(self) -> None:
         generators = dist_utils.all_gather_cat(self.generator.get_state().unsqueeze(0))  # [world, L]
+        # full tensors: collective under FSDP2, so every rank gathers before rank 0 writes
+        files = {f"{n}.safetensors": self.parallel.full_state(m.state_dict().items()) for n, m in self.modules().items()}
+        optimizers = {name: self.parallel.full_optimizer_state(opt) for name, opt in self.optimizers().items()}
         if dist_utils.rank() != 0:
             return
-        files = {f"{n}.safetensors": m.state_dict() for n, m in self.modules().items()}
-        for name, opt in self.optimizers().items():
-            tensors, rest = optimizer_to_tensors(opt)
+        for name, opt_state in optimizers.items():
+            tensors, rest = optimizer_to_tensors(opt_state)
             files[f"opt_{name}.safetensors"], files[f"opt_{name}.json"] = tensors, rest
         files["rng.safetensors"] = {"generator": generators[0], "generators": generators}
         files["state.json"] = {"iteration": self.iteration, "world_size": dist_utils.world_size()}
@@ -112,9 +117,14 @@ class _Stage:
         if path is None:
             return
         for name, module in self.modules().items():
-            module.load_state_dict(load_tensors(path / f"{name}.safetensors"))
+            state, own = load_tensors(path / f"{name}.safetensors"), module.state_dict(keep_vars=True)
+            if set(state) != set(own):
+                missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+                raise ValueError(f"checkpoint {path / name}.safetensors does not match {name}: missing {missing[:5]}, unexpected {extra[:5]}")
+            self.parallel.load_full_state(own.items(), state)  # shards the full tensors under FSDP2
         for name, opt in self.optimizers().items():
-            optimizer_from_tensors(opt, load_tensors(path / f"opt_{name}.safetensors"), load_json(path / f"opt_{name}.json"))
+            opt_state = optimizer_state_from_tensors(load_tensors(path / f"opt_{name}.safetensors"), load_json(path / f"opt_{name}.json"))
+            self.parallel.load_full_optimizer_state(opt, opt_state)
         rng, state = load_tensors(path / "rng.safetensors"), load_json(path / "state.json")
         self.iteration = int(state["iteration"])
         if int(state.get("world_size", 1)) == dist_utils.world_size():
@@ -171,15 +181,17 @@ class TeacherStage(_Stage):
 class DistillStage(_Stage):
     """DMD + adversarial distillation of the teacher into the causal student."""
 
-    def __init__(self, world: World, teacher: BidirectionalWan, rollout, sigmas: torch.Tensor, final_dir: Path, ckpt_dir: Path, cfg):
+    def __init__(self, world: World, teacher: BidirectionalWan, rollout, sigmas: torch.Tensor, final_dir: Path, ckpt_dir: Path, cfg, parallel=None):
         super().__init__(ckpt_dir, final_dir, cfg.checkpoint_every, cfg.seed + 1)
-        self.world, self.batch_size = world, self.local_batch(cfg.batch_size)
-        teacher_dir = Path(cfg.teacher_path) if cfg.teacher_path else Path(final_dir).parent / "teacher"
-        self.student = student_from_teacher(teacher_dir, cfg)
+        self.world, self.batch_size, self.cfg = world, self.local_batch(cfg.batch_size), cfg
+        self.teacher_dir = Path(cfg.teacher_path) if cfg.teacher_path else Path(final_dir).parent / "teacher"
+        self.student = student_from_teacher(self.teacher_dir, cfg)
         self.distiller = Distiller(
             self.student, teacher, rollout, sigmas,
             lr_generator=cfg.lr_generator, lr_critic=cfg.lr_critic, generator_every=cfg.generator_every, adv_weight=cfg.adv_weight,
+            parallel=parallel,
         )  # fmt: skip
+        self.parallel = self.distiller.parallel
 
     def modules(self):
         d = self.distiller
@@ -202,8 +214,11 @@ class DistillStage(_Stage):
         return metrics
 
     def finish(self) -> None:
+        ema = self.parallel.full_state(self.distiller.ema.state_dict().items())  # collective under FSDP2
         if dist_utils.rank() == 0 and not (self.final_dir / "config.json").exists():
-            self.distiller.ema.save_pretrained(self.final_dir)
+            plain = student_from_teacher(self.teacher_dir, self.cfg)  # unsharded, same config as the EMA
+            plain.load_state_dict(ema)
+            plain.save_pretrained(self.final_dir)
         dist_utils.barrier()
 
     def load_final(self) -> CausalWan:
