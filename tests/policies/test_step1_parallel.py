@@ -63,15 +63,16 @@ def rows_of_global_draws(rank: int, world: int):
             setattr(torch, name, fn)
 
 
-def two_iterations(teacher_dir: str, parallel, rank: int, world: int) -> dict[str, torch.Tensor]:
-    """Iteration 0 (generator + critic update), iteration 1 (critic only, no-grad student rollout); full flat states."""
+def three_iterations(teacher_dir: str, parallel, rank: int, world: int) -> dict[str, torch.Tensor]:
+    """Iterations 0 and 2: generator + critic updates (DDP checks its first reduction at the second
+    forward); iteration 1: critic only, after a no-grad student rollout. Returns full flat states."""
     torch.manual_seed(0)
     teacher = BidirectionalWan.from_pretrained(teacher_dir)
     student = CausalWan.from_pretrained(teacher_dir, extra_in_channels=0, window=2)
     d = Distiller(student, teacher, SelfRollout(), shifted_sigmas(3, 3.0), lr_generator=1e-3, lr_critic=1e-3, generator_every=2, adv_weight=0.1, parallel=parallel)
     g = torch.Generator().manual_seed(0)
     with rows_of_global_draws(rank, world):
-        for it in range(2):
+        for it in range(3):
             d.step(local_batch(it, rank, world), g)
     out = {}
     for name, module in (("student", d.student), ("critic", d.critic), ("head", d.head.mlp), ("ema", d.ema)):
@@ -92,7 +93,7 @@ def worker(rank: int, port: int, teacher_dir: str, out_dir: str):
     torch.set_num_threads(1)
     try:
         for name, cls in STRATEGIES.items():
-            got = two_iterations(teacher_dir, cls(), rank, 2)
+            got = three_iterations(teacher_dir, cls(), rank, 2)
             torch.save(got, os.path.join(out_dir, f"{name}{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -104,7 +105,7 @@ def runs(tmp_path_factory):
     torch.manual_seed(0)
     BidirectionalWan.from_config(tiny_wan_config(dim=32, heads=2, layers=2)).save_pretrained(out / "teacher")
     mp.spawn(worker, args=(free_port(), str(out / "teacher"), str(out)), nprocs=2, join=True)
-    return out, two_iterations(str(out / "teacher"), ManualAllReduce(), rank=0, world=1)
+    return out, three_iterations(str(out / "teacher"), ManualAllReduce(), rank=0, world=1)
 
 
 @pytest.mark.parametrize("name", list(STRATEGIES))
