@@ -93,7 +93,9 @@ class SpritesRewardConf:
     kind: str = "sprites"  # which builder (do not override)
     lam: float = 20.0  # hinge scale
     alpha: float = 0.05  # hinge margin (squared normalized distance)
-    quality_weight: float = 1.0  # weight of the Sprites quality reward
+    quality_weight: float = 1.0  # weight of the quality term
+    quality_log: bool = False  # train on log(quality) (sprites: a product of factors, tiny for a few-step student)
+    quality_floor: float = 1e-4  # quality_log: values below count as this
     tracker: str = "lucas_kanade"  # lucas_kanade | cotracker
     cotracker_checkout: str | None = None  # local CoTracker checkout (tracker=cotracker)
     cotracker_checkpoint: str | None = None  # local CoTracker3 weights (tracker=cotracker)
@@ -104,6 +106,7 @@ class AestheticRewardConf(SpritesRewardConf):
     """R = trajectory hinge + quality_weight * LAION aesthetic (AR-Drag's reward)."""
 
     kind: str = "aesthetic"  # which builder (do not override)
+    quality_log: bool = False  # the aesthetic score is used as it is
     clip_path: str = MISSING  # CLIP ViT-L/14 dir (CLIPVisionModelWithProjection)
     head_path: str = MISSING  # LAION improved-aesthetic head (.pth or .safetensors)
 
@@ -151,15 +154,19 @@ def build_tracker(cfg):
 
 def build_reward(cfg):
     """The composite reward of the ``reward`` group."""
-    from rewards import AestheticReward, CompositeReward, TrajectoryHingeReward
+    from rewards import AestheticReward, CompositeReward, LogReward, TrajectoryHingeReward
 
     trajectory = TrajectoryHingeReward(build_tracker(cfg), lam=cfg.lam, alpha=cfg.alpha)
     if cfg.kind == "sprites":
         from rewards.sprites import SpritesQualityReward
 
         quality = SpritesQualityReward()
+        if cfg.quality_log:
+            quality = LogReward(quality, floor=cfg.quality_floor)
         return CompositeReward({"trajectory": trajectory, "quality": quality}, {"trajectory": 1.0, "quality": cfg.quality_weight})
     aesthetic = AestheticReward(cfg.clip_path, cfg.head_path)
+    if cfg.quality_log:
+        raise ValueError("reward.quality_log: the LAION aesthetic score is not a positive product; use quality_log=false with reward=aesthetic")
     return CompositeReward({"trajectory": trajectory, "aesthetic": aesthetic}, {"trajectory": 1.0, "aesthetic": cfg.quality_weight})
 
 

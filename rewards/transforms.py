@@ -1,0 +1,49 @@
+"""Rewards made from other rewards by a fixed transform of their value."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from rewards.base import StreamingReward, check_reward_dict
+from rewards.registry import register_reward
+from rldiff.protocols import Reward
+from rldiff.types import Control
+
+__all__ = ["LogReward"]
+
+
+@register_reward("log")
+class LogReward(StreamingReward):
+    """``log(max(reward, floor))`` of a positive reward, per pixel frame; the inner components pass through.
+
+    For a product of factors (``rewards.sprites.SpritesQualityReward``) the log is
+    the sum of their logs, so a change of any factor moves it by the same amount
+    whatever the others are. The product itself shrinks every change when one
+    factor is small: near 0 its spread within a GRPO group vanishes, and a weighted
+    sum with another reward ignores it.
+
+    Args:
+        reward: the inner reward (values ``>= 0``).
+        floor: values below it count as ``floor`` (``log 0`` is ``-inf``).
+    """
+
+    def __init__(self, reward: Reward, floor: float = 1e-4) -> None:
+        super().__init__()
+        if not isinstance(reward, Reward):
+            raise TypeError(f"LogReward: reward must be a Reward (score, reset, step), got {type(reward).__name__}")
+        if not floor > 0.0:
+            raise ValueError(f"LogReward: floor must be > 0, got {floor}")
+        self.inner, self.floor = reward, float(floor)
+        self.name = f"log_{getattr(reward, 'name', type(reward).__name__)}"
+
+    def _reset(self, control: Control) -> None:
+        self.inner.reset(control)
+
+    def _step(self, frames: Tensor, control: Control, start: int) -> dict[str, Tensor]:
+        b, t = frames.shape[:2]
+        out = check_reward_dict(self.inner.step(frames), b, t, "LogReward inner step")
+        value = out["reward"]  # [B, t]
+        if bool((value < 0).any()):
+            raise ValueError(f"LogReward: the inner reward must be >= 0, got a minimum of {float(value.min()):.4g}")
+        return {**out, "reward": torch.log(value.clamp_min(self.floor)), "value": value}
