@@ -11,7 +11,7 @@ Launch:
     python examples/ar_drag_distill.py                                   # defaults, CPU
     python examples/ar_drag_distill.py -m rollout=self_rollout,self_forcing,teacher_forcing
     python examples/ar_drag_distill.py export_dir=examples/pretrained/sprites_drag   # refresh the bundle
-    torchrun --nproc_per_node=2 examples/ar_drag_distill.py parallel=ddp   # batch split over processes (parallel=fsdp2 shards student, critic, EMA)
+    torchrun --nproc_per_node=2 examples/ar_drag_distill.py parallel=ddp   # batch split over processes (parallel=fsdp2 shards teacher, student, critic, EMA)
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class DistillConfig:
 
     defaults: list[Any] = field(default_factory=lambda: [{"rollout": "self_rollout"}, {"parallel": "none"}, "_self_"])
     rollout: Any = MISSING  # rollout variant (config group: self_rollout, self_forcing, teacher_forcing)
-    parallel: Any = MISSING  # distillation gradient sync across torchrun processes (config group: none, ddp, fsdp2; the teacher stage all-reduces)
+    parallel: Any = MISSING  # gradient sync across torchrun processes, both stages (config group: none, ddp, fsdp2)
     seed: int = 0  # seeds data, noise and initial weights
     image_size: int = 32  # Sprites-Drag frame size (pixels)
     num_frames: int = 8  # latent = pixel frames (PixelCodec, temporal factor 1)
@@ -109,17 +109,18 @@ def main(cfg: DistillConfig) -> dict:
     out = Path(HydraConfig.get().runtime.output_dir)
     torch.manual_seed(rank_seed(cfg.seed))
     world = build_world(cfg)
+    parallel = instantiate(cfg.parallel)  # how both stages sync gradients under torchrun
 
     # Stage 1: teacher
     teacher_dir = Path(cfg.teacher_path) if cfg.teacher_path else out / "teacher"
-    teacher_stage = TeacherStage(world, teacher_dir, out / "teacher_ckpt", cfg)
+    teacher_stage = TeacherStage(world, teacher_dir, out / "teacher_ckpt", cfg, parallel=parallel)
     if not cfg.teacher_path:
         run_stage("teacher", teacher_stage, cfg.teacher_iterations, out, cfg.tensorboard)
     teacher = teacher_stage.load_final()
 
     # Stage 2: distillation
     sigmas = shifted_sigmas(cfg.num_steps, cfg.shift)
-    distill = DistillStage(world, teacher, instantiate(cfg.rollout), sigmas, out / "student", out / "distill_ckpt", cfg, parallel=instantiate(cfg.parallel))
+    distill = DistillStage(world, teacher, instantiate(cfg.rollout), sigmas, out / "student", out / "distill_ckpt", cfg, parallel=parallel)
     untrained = student_from_teacher(teacher_dir, cfg)
     run_stage("distill", distill, cfg.distill_iterations, out, cfg.tensorboard)
     if not is_main():  # rank 0 evaluates and exports

@@ -1,9 +1,8 @@
 """The Sprites-Drag world and the resumable stages of ``ar_drag_distill.py``.
 
 Under torchrun each rank draws ``batch_size / world`` clips per step from its own
-data generator and gradients are averaged over ranks: the teacher stage by a flat
-all-reduce, the distillation stage by the ``parallel`` strategy (manual all-reduce,
-DDP or FSDP2). Checkpoints hold FULL tensors (gathered from FSDP2 shards on every
+data generator and gradients are averaged over ranks by the ``parallel`` strategy
+(manual all-reduce, DDP or FSDP2) in both stages. Checkpoints hold FULL tensors (gathered from FSDP2 shards on every
 rank, written by rank 0) plus every rank's generator state, so a run resumes on
 any number of processes.
 """
@@ -143,12 +142,14 @@ class _Stage:
 class TeacherStage(_Stage):
     """Flow-matching fine-tuning of the bidirectional teacher."""
 
-    def __init__(self, world: World, final_dir: Path, ckpt_dir: Path, cfg):
+    def __init__(self, world: World, final_dir: Path, ckpt_dir: Path, cfg, parallel=None):
         super().__init__(ckpt_dir, final_dir, cfg.checkpoint_every, cfg.seed)
         self.world, self.batch_size, self.shift = world, self.local_batch(cfg.batch_size), cfg.shift
-        config = tiny_wan_config(world.codec.latent_channels, world.encoder.cond_channels, cfg.dim, cfg.heads, cfg.layers, cfg.text_dim, patch=1)
-        self.teacher = dist_utils.broadcast_module_(BidirectionalWan.from_config(config))  # replicas start from rank 0's weights
-        self.parallel = ManualAllReduce()
+        self.config = tiny_wan_config(world.codec.latent_channels, world.encoder.cond_channels, cfg.dim, cfg.heads, cfg.layers, cfg.text_dim, patch=1)
+        self.teacher = dist_utils.broadcast_module_(BidirectionalWan.from_config(self.config))  # replicas start from rank 0's weights
+        self.parallel = parallel if parallel is not None else ManualAllReduce()
+        # the teacher's forward is the whole loss computation: DDP / FSDP2 wrap it as it is
+        self.runner = self.parallel.wrap_module(self.teacher)
         self.opt = torch.optim.AdamW(self.teacher.parameters(), lr=cfg.teacher_lr)
 
     def modules(self):
@@ -159,19 +160,23 @@ class TeacherStage(_Stage):
 
     def step(self) -> dict[str, float]:
         batch = encode_batch(self.world.train, self.world.codec, self.world.encoder, self.batch_size, self.generator)
-        loss = teacher_loss(self.teacher, batch, self.generator, self.shift)
+        loss = teacher_loss(self.runner, batch, self.generator, self.shift)
         self.opt.zero_grad(set_to_none=True)
         loss["loss"].backward()
-        self.parallel.after_backward(list(self.teacher.parameters()))
-        grad = torch.nn.utils.clip_grad_norm_(self.teacher.parameters(), 1.0)
+        params = list(self.teacher.parameters())
+        self.parallel.after_backward(params)
+        grad = self.parallel.clip_grad_norm(params, 1.0)
         self.opt.step()
         metrics = {"iteration": float(self.iteration), "loss": float(loss["loss"].detach()), "grad_norm": float(grad)}
         self.after_step()
         return metrics
 
     def finish(self) -> None:
+        state = self.parallel.full_state(self.teacher.state_dict().items())  # collective under FSDP2
         if dist_utils.rank() == 0 and not (self.final_dir / "config.json").exists():
-            self.teacher.save_pretrained(self.final_dir)
+            plain = BidirectionalWan.from_config(self.config)  # unsharded
+            plain.load_state_dict(state)
+            plain.save_pretrained(self.final_dir)
         dist_utils.barrier()  # the other ranks load it next
 
     def load_final(self) -> BidirectionalWan:
