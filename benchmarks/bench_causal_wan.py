@@ -1,6 +1,6 @@
 """CPU benchmark of CausalWan's cache and parallel paths (figures side by side in one run).
 
-    cd /work/main && python benchmarks/bench_causal_wan.py [--threads 2]
+    python benchmarks/bench_causal_wan.py [--threads 2]
 
 1. Per-frame time and KV-cache memory at frame 8 vs frame 64 with W = 7
    (flat), next to an unbounded window (grows).

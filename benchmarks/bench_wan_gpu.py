@@ -1,6 +1,6 @@
 """GPU benchmark: a Wan-1.3B-shaped causal student (random weights), bf16, CUDA.
 
-    cd /work/main && python benchmarks/bench_wan_gpu.py [--frames 21] [--batch 1]
+    python benchmarks/bench_wan_gpu.py [--frames 21] [--batch 1]
 
 Shape of Wan2.1 1.3B I2V: dim 1536 (12 heads x 128), 30 layers, ffn 8960,
 text 512 x 4096 (UMT5), CLIP image 257 x 1280, 36 + 16 trajectory input
