@@ -93,6 +93,7 @@ class SpritesRewardConf:
     kind: str = "sprites"  # which builder (do not override)
     lam: float = 20.0  # hinge scale
     alpha: float = 0.05  # hinge margin (squared normalized distance)
+    per_point: bool = False  # hinge each track separately: lam * mean_k max(0, alpha - e_k)
     quality_weight: float = 1.0  # weight of the quality term
     quality_log: bool = False  # train on log(quality) (sprites: a product of factors, tiny for a few-step student)
     quality_floor: float = 1e-4  # quality_log: values below count as this
@@ -156,7 +157,7 @@ def build_reward(cfg):
     """The composite reward of the ``reward`` group."""
     from rewards import AestheticReward, CompositeReward, LogReward, TrajectoryHingeReward
 
-    trajectory = TrajectoryHingeReward(build_tracker(cfg), lam=cfg.lam, alpha=cfg.alpha)
+    trajectory = TrajectoryHingeReward(build_tracker(cfg), lam=cfg.lam, alpha=cfg.alpha, per_point=cfg.per_point)
     if cfg.kind == "sprites":
         from rewards.sprites import SpritesQualityReward
 

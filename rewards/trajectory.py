@@ -20,21 +20,36 @@ __all__ = ["TrajectoryHingeReward", "trajectory_hinge", "hinge_queries"]
 
 
 def trajectory_hinge(
-    tracks: Tensor, tracker_visibility: Tensor, trajectory: Tensor, target_visibility: Tensor, lam: float, alpha: float
+    tracks: Tensor,
+    tracker_visibility: Tensor,
+    trajectory: Tensor,
+    target_visibility: Tensor,
+    lam: float,
+    alpha: float,
+    per_point: bool = False,
 ) -> Tensor:
-    """``[B, T]`` rewards ``lam * max(0, alpha - e_t)``, ``e_t`` = mean over matched k of ``||tracks - trajectory||^2``.
+    """``[B, T]`` rewards ``lam * max(0, alpha - e_t)``, ``e_t`` = mean over target-visible k of the error.
 
     All coordinates normalized. ``tracks, trajectory [B, T, K, 2]``;
-    ``tracker_visibility, target_visibility [B, T, K]`` bool; a point is
-    matched at t when both are True. A frame with no matched point scores 0,
-    the hinge's lowest value: losing every track (or asking for none) can never
-    beat tracking them.
+    ``tracker_visibility, target_visibility [B, T, K]`` bool. A point counts
+    at t when the target (control) says it is visible there. Its error is
+    ``||tracks - trajectory||^2``; a counted point the tracker lost is a
+    full miss, error ``alpha`` (so losing a track never scores like
+    following it). A frame with no counted point scores 0.
+
+    ``per_point=True`` clips each point's error at ``alpha`` before the
+    mean, which makes the reward ``lam * mean_k max(0, alpha - e_k)``: each
+    point earns its own hinge, one far-off point cannot zero the frame, and
+    no point (lost or not) can raise the reward by being worse. With one
+    point, or every error below ``alpha``, both forms agree.
     """
-    matched = tracker_visibility & target_visibility  # [B, T, K]
     sq = ((tracks - trajectory) ** 2).sum(dim=-1)  # [B, T, K]
-    count = matched.sum(dim=-1)  # [B, T]
-    err = torch.where(matched, sq, torch.zeros_like(sq)).sum(dim=-1) / count.clamp(min=1)  # [B, T]
-    reward = lam * (alpha - err).clamp(min=0.0)  # [B, T]
+    err = torch.where(tracker_visibility, sq, torch.full_like(sq, alpha))  # lost -> a full miss
+    if per_point:
+        err = err.clamp(max=alpha)
+    count = target_visibility.sum(dim=-1)  # [B, T]
+    mean = torch.where(target_visibility, err, torch.zeros_like(err)).sum(dim=-1) / count.clamp(min=1)  # [B, T]
+    reward = lam * (alpha - mean).clamp(min=0.0)  # [B, T]
     return torch.where(count > 0, reward, torch.zeros_like(reward))
 
 
@@ -61,13 +76,13 @@ class TrajectoryHingeReward(StreamingReward):
 
     ``track_hat`` comes from ``tracker`` started at the queries
     ``(0, trajectory[:, 0])``. Only tracks visible at frame 0 are queried; a
-    track counts at frame t when the control says it is visible there AND the
-    tracker reports it visible. Errors are in normalized units (the image is
-    1 x 1), so ``alpha = 0.01`` means a mean squared miss of 10% of the image
-    side scores 0. A frame with no counted track scores 0 (see
-    :func:`trajectory_hinge`). Note that points the tracker *loses* drop out
-    of the mean; a policy could in principle hide hard points to raise it (the
-    all-lost case is closed by the rule above).
+    track counts at frame t when the control says it is visible there. A
+    counted track the tracker reports lost is a full miss (error ``alpha``):
+    a policy cannot raise the reward by making points untrackable. Errors are
+    in normalized units (the image is 1 x 1), so ``alpha = 0.01`` means a
+    mean squared miss of 10% of the image side scores 0. A frame with no
+    counted track scores 0. ``per_point=True`` gives each track its own
+    hinge, ``lam * mean_k max(0, alpha - e_k)`` (see :func:`trajectory_hinge`).
 
     Offline (``score``) the tracker runs once over the video (its ``track``
     equals its online form for LK); streaming, ``step`` feeds the tracker
@@ -77,16 +92,17 @@ class TrajectoryHingeReward(StreamingReward):
         tracker: a :class:`rldiff.protocols.PointTracker` (default: :class:`rewards.trackers.LucasKanadeTracker`).
         lam: reward scale.
         alpha: hinge margin in squared normalized units.
+        per_point: hinge each track separately (errors clipped at ``alpha`` before the mean).
     """
 
-    def __init__(self, tracker: PointTracker | None = None, lam: float = 1.0, alpha: float = 0.01):
+    def __init__(self, tracker: PointTracker | None = None, lam: float = 1.0, alpha: float = 0.01, per_point: bool = False):
         super().__init__()
         if tracker is not None and not isinstance(tracker, PointTracker):
             raise TypeError(f"TrajectoryHingeReward: tracker must have track, reset and step (a PointTracker), got {type(tracker).__name__}")
         if not alpha > 0:
             raise ValueError(f"TrajectoryHingeReward: alpha must be > 0, got {alpha}")
         self.tracker = tracker if tracker is not None else _default_tracker()
-        self.lam, self.alpha = float(lam), float(alpha)
+        self.lam, self.alpha, self.per_point = float(lam), float(alpha), bool(per_point)
         self._counts: Tensor | None = None
 
     def _check_trajectory(self, control: Control, frames: int, exact: bool) -> None:
@@ -114,7 +130,7 @@ class TrajectoryHingeReward(StreamingReward):
         check_tracks(tracks, vis, (control.batch_size, t, control.trajectory.shape[2]), type(self.tracker).__name__)
         traj = control.trajectory[:, start : start + t]  # [B, t, K, 2]
         target = control.visibility[:, start : start + t] & counts.unsqueeze(1)  # [B, t, K]
-        return trajectory_hinge(tracks.to(traj.device).float(), vis.to(traj.device), traj.float(), target, self.lam, self.alpha)
+        return trajectory_hinge(tracks.to(traj.device).float(), vis.to(traj.device), traj.float(), target, self.lam, self.alpha, self.per_point)
 
     def _step(self, frames: Tensor, control: Control, start: int) -> dict[str, Tensor]:
         self._check_trajectory(control, start + frames.shape[1], exact=False)

@@ -96,6 +96,59 @@ def test_hinge_is_monotone_in_the_error():
     assert values[-1] == 0  # error 0.09 > alpha = 0.04
 
 
+def test_lost_tracks_count_as_misses():
+    """A target-visible point the tracker lost is a full miss (error alpha), never dropped from the mean."""
+    traj = torch.tensor([[[[0.3, 0.3], [0.7, 0.6]]]])  # [1, 1, 2, 2]
+    both = torch.ones(1, 1, 2, dtype=torch.bool)
+    one_lost = torch.tensor([[[True, False]]])
+    lam, alpha = 2.0, 0.04
+    assert trajectory_hinge(traj, both, traj, both, lam, alpha)[0, 0] == pytest.approx(lam * alpha)
+    # point 0 exact, point 1 lost: mean error alpha / 2 (before this rule: the lost point dropped out -> lam * alpha)
+    assert trajectory_hinge(traj, one_lost, traj, both, lam, alpha)[0, 0] == pytest.approx(lam * alpha / 2)
+    # every counted point lost -> 0, whatever the (stale) positions say
+    assert trajectory_hinge(traj, ~both, traj, both, lam, alpha)[0, 0] == 0
+    # a point the target hides does not count, lost or not
+    target = torch.tensor([[[True, False]]])
+    assert trajectory_hinge(traj, one_lost, traj, target, lam, alpha)[0, 0] == pytest.approx(lam * alpha)
+
+
+def test_per_point_hinge_by_hand_and_never_rewards_worse_points():
+    traj = torch.tensor([[[[0.3, 0.3], [0.7, 0.6]]]])  # [1, 1, 2, 2]
+    vis = torch.ones(1, 1, 2, dtype=torch.bool)
+    tracks = traj + torch.tensor([[[[0.1, 0.0], [0.0, 0.3]]]])  # errors 0.01 and 0.09
+    lam, alpha = 2.0, 0.04
+    # mean form: (0.01 + 0.09) / 2 = 0.05 > alpha -> 0; per point: (0.03 + 0) / 2 * lam = 0.03
+    assert trajectory_hinge(tracks, vis, traj, vis, lam, alpha)[0, 0] == 0
+    assert trajectory_hinge(tracks, vis, traj, vis, lam, alpha, per_point=True)[0, 0] == pytest.approx(0.03)
+    # with every error below alpha the two forms agree
+    near = traj + 0.05
+    assert trajectory_hinge(near, vis, traj, vis, lam, alpha, per_point=True) == pytest.approx(trajectory_hinge(near, vis, traj, vis, lam, alpha))
+    # property: moving a point further away or losing it never raises the per-point reward
+    gen = torch.Generator().manual_seed(0)
+    traj = torch.rand(64, 4, 5, 2, generator=gen)
+    target = torch.rand(64, 4, 5, generator=gen) > 0.2
+    tracks = traj + 0.2 * torch.randn(64, 4, 5, 2, generator=gen)
+    seen = torch.rand(64, 4, 5, generator=gen) > 0.3
+    base = trajectory_hinge(tracks, seen, traj, target, lam, alpha, per_point=True)
+    worse_tracks = traj + 1.5 * (tracks - traj)
+    assert bool((trajectory_hinge(worse_tracks, seen, traj, target, lam, alpha, per_point=True) <= base + 1e-7).all())
+    fewer_seen = seen & (torch.rand(64, 4, 5, generator=gen) > 0.5)
+    assert bool((trajectory_hinge(tracks, fewer_seen, traj, target, lam, alpha, per_point=True) <= base + 1e-7).all())
+    assert bool((trajectory_hinge(tracks, fewer_seen, traj, target, lam, alpha, per_point=True) < base).any())
+
+
+def test_lk_hinge_ranks_following_above_a_frozen_video(make_sprite_video):
+    """The reward hack GRPO found with the old settings: a video that does not move. Following must beat it."""
+    video, centres = make_sprite_video(seed=5)
+    control = make_control(centres.unsqueeze(2), size=32)  # [1, T, 1, 2]
+    frozen = video[:, :1].expand_as(video).contiguous()
+    for per_point in (False, True):
+        reward = TrajectoryHingeReward(LucasKanadeTracker(), lam=1.0, alpha=0.01, per_point=per_point)
+        follow, still = reward.score(video, control), reward.score(frozen, control)
+        assert float(follow[:, 1:].sum()) > 2 * float(still[:, 1:].sum()), (follow, still)
+        assert bool((still[:, 4:] == 0).all())  # > 0.1 away from the start -> nothing
+
+
 def test_hinge_queries_only_frame_zero_points():
     traj = torch.tensor([[[[0.1, 0.9], [0.4, 0.4]], [[0.2, 0.8], [0.5, 0.5]]]])  # [1, 2, 2, 2]
     vis = torch.tensor([[[True, False], [True, True]]])
