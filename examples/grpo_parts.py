@@ -32,8 +32,9 @@ class SpritesStudentConf:
     text_dim: int = 32  # hash text embedding width the student was trained with
     heatmap_sigma: float = 1.5  # trajectory Gaussian std in pixels
     window: int = 7  # KV window in frames (current one included)
-    eta: float = 1.0  # SDE noise scale of stochastic steps (Flow-GRPO's eta)
-    sigma_cap: float = 0.99  # sigma cap inside the diffusion coefficient
+    sde: str = "flow_grpo"  # stochastic step: flow_grpo (Euler-Maruyama) | cps (coefficient-preserving)
+    eta: float = 1.0  # noise scale: Flow-GRPO's eta (flow_grpo) or fresh noise fraction in (0, 1] (cps)
+    sigma_cap: float = 0.99  # sigma cap inside the diffusion coefficient (flow_grpo)
     num_steps: int = 3  # N, denoising steps per frame
     shift: float = 3.0  # timestep shift of the sigmas (must match distillation)
 
@@ -50,8 +51,9 @@ class WanPolicyConf:
     extra_in_channels: int = 16  # zero-initialized trajectory channels added to a plain Wan dir
     heatmap_sigma: float = 6.0  # trajectory Gaussian std in pixels
     window: int = 7  # KV window in frames (current one included)
-    eta: float = 1.0  # SDE noise scale of stochastic steps
-    sigma_cap: float = 0.99  # sigma cap inside the diffusion coefficient
+    sde: str = "flow_grpo"  # stochastic step: flow_grpo (Euler-Maruyama) | cps (coefficient-preserving)
+    eta: float = 1.0  # noise scale: Flow-GRPO's eta (flow_grpo) or fresh noise fraction in (0, 1] (cps)
+    sigma_cap: float = 0.99  # sigma cap inside the diffusion coefficient (flow_grpo)
     num_steps: int = 3  # N, denoising steps per frame
     shift: float = 5.0  # timestep shift of the sigmas
     dtype: str = "float32"  # model weights dtype (bfloat16 on GPU)
@@ -197,4 +199,4 @@ def build_policy(cfg, codec):
         text = UMT5TextEncoder.from_pretrained(cfg.text_encoder_path, cfg.tokenizer_path)
         image = CLIPImageEncoder.from_pretrained(cfg.image_encoder_path) if cfg.image_encoder_path else None
         encoder = ControlEncoder(codec, text, image, mask_channels=4, heatmap_sigma=cfg.heatmap_sigma)
-    return FlowPolicy(model, encoder, eta=cfg.eta, sigma_cap=cfg.sigma_cap)
+    return FlowPolicy(model, encoder, eta=cfg.eta, sigma_cap=cfg.sigma_cap, sde=cfg.sde)

@@ -23,10 +23,10 @@ from rldiff.rollout import RolloutRecorder
 F, N = 5, 3
 
 
-def make_policy(window: int = 3, sink: int = 0) -> FlowPolicy:
+def make_policy(window: int = 3, sink: int = 0, sde: str = "flow_grpo") -> FlowPolicy:
     model = CausalWan.tiny(window=window, sink=sink, text_dim=32, seed=1).eval()
     encoder = ControlEncoder(PixelCodec(factor=4), text_encoder=HashTextEncoder(dim=32, max_length=8))
-    return FlowPolicy(model, encoder, eta=0.7, sigma_cap=0.99, cond_seed=5)
+    return FlowPolicy(model, encoder, eta=0.7, sigma_cap=0.99, cond_seed=5, sde=sde)
 
 
 def controls(batch: int, seed: int = 0):
@@ -82,14 +82,26 @@ def test_deterministic_step_is_ode_and_stochastic_step_logprob():
     assert torch.allclose(std, torch.full((2,), 7.0 * (1.0 - s1) ** 0.5), rtol=1e-5)
     lp = gaussian_log_prob(ro["steps", "action"][:, 0], ro["steps", "mean"][:, 0], std)
     assert torch.allclose(lp, ro["steps", "log_prob"][:, 0], atol=1e-6)
+    # CPS: std = eta * sigma_1 and the mean is cps_step's
+    cps = manual_rollout(make_policy(sde="cps"), control, mask)
+    assert torch.allclose(cps["steps", "std"][:, 0], torch.full((2,), 0.7 * s1), rtol=1e-5)
+    last = torch.zeros(F, N, dtype=torch.bool)
+    last[0, N - 1] = True
+    with pytest.raises(ValueError, match="sde='cps' puts no noise on the last step"):
+        manual_rollout(make_policy(sde="cps"), control, last)
+    with pytest.raises(ValueError, match="sde must be one of"):
+        make_policy(sde="ddim")
+    with pytest.raises(ValueError, match=r"eta must lie in \(0, 1\] with sde='cps'"):
+        FlowPolicy(policy.model, policy.encoder, eta=1.5, sde="cps")
 
 
-@pytest.mark.parametrize("sink", [0, 1])
-def test_recompute_matches_acting(sink):
-    policy = make_policy(window=3, sink=sink)
+@pytest.mark.parametrize("sink,sde", [(0, "flow_grpo"), (1, "flow_grpo"), (1, "cps")])
+def test_recompute_matches_acting(sink, sde):
+    policy = make_policy(window=3, sink=sink, sde=sde)
     control = controls(3, seed=1)
     mask = torch.zeros(F, N, dtype=torch.bool)
-    mask[[0, 1, 2, 3, 4], [1, 0, 2, 1, 0]] = True  # one stochastic step per frame (AR-Drag), F = W + 2
+    last = 2 if sde == "flow_grpo" else 1  # CPS has no noise on the last step (sigma_next = 0)
+    mask[[0, 1, 2, 3, 4], [1, 0, last, 1, 0]] = True  # one stochastic step per frame (AR-Drag), F = W + 2
     ro = manual_rollout(policy, control, mask)
     mean = policy.recompute(ro, control)
     assert mean.shape == ro["steps", "mean"].shape == (3, 5, 48, 8, 8)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from rldiff.flow import flow_grpo_diffusion, gaussian_log_prob, ode_step, sde_step, shift_sigma, shifted_sigmas
+from rldiff.flow import cps_step, flow_grpo_diffusion, gaussian_log_prob, ode_step, sde_step, shift_sigma, shifted_sigmas
 
 
 def gaussian_velocity(x, sigma, s0):
@@ -116,3 +116,56 @@ def test_shifted_sigmas():
     assert shift_sigma(0.5, 3.0) == pytest.approx(0.75)
     with pytest.raises(ValueError, match="num_steps"):
         shifted_sigmas(0)
+
+
+def test_cps_step_formula_by_hand():
+    # x = 1, v = 2, sigma = 0.5, sigma_next = 0.25, eta = 0.6, noise = 1:
+    # x0_hat = 1 - 0.5 * 2 = 0, eps_hat = 1 + 0.5 * 2 = 2, mean = 0.75 * 0 + sqrt(1 - 0.36) * 0.25 * 2 = 0.4
+    # std = 0.6 * 0.25 = 0.15, x_next = 0.55
+    x_next, mean, std = cps_step(torch.ones(1), 2 * torch.ones(1), 0.5, 0.25, 0.6, noise=torch.ones(1))
+    assert torch.allclose(mean, torch.tensor([0.4]))
+    assert torch.allclose(std, torch.tensor(0.15))
+    assert torch.allclose(x_next, torch.tensor([0.55]))
+    # eta -> 0 is the ODE step; sigma_next = 0 is the clean estimate with std 0
+    g = torch.Generator().manual_seed(0)
+    x, v = torch.randn(2, 3, 4, 4, generator=g), torch.randn(2, 3, 4, 4, generator=g)
+    assert torch.allclose(cps_step(x, v, 0.8, 0.5, 1e-4, generator=g)[1], ode_step(x, v, 0.8, 0.5), atol=1e-6)
+    _, mean, std = cps_step(x, v, 0.6, 0.0, 1.0, generator=g)
+    assert torch.allclose(mean, x - 0.6 * v) and float(std) == 0.0
+
+
+@pytest.mark.parametrize("eta", [0.3, 0.7, 1.0])
+def test_cps_keeps_the_marginal_with_few_coarse_steps_where_euler_maruyama_does_not(eta):
+    """AR-Drag's 3 shifted steps, both non-final steps stochastic, Gaussian data with its exact velocity."""
+    s0, num = 0.5, 200_000
+    sigmas = shifted_sigmas(3, 3.0).double()  # 1, 0.857, 0.6, 0
+    expect = math.sqrt((1 - float(sigmas[2])) ** 2 * s0**2 + float(sigmas[2]) ** 2)  # std of x at sigma_2
+    ends = {}
+    for kind in ("ode", "cps", "flow_grpo"):
+        g = torch.Generator().manual_seed(2)
+        x = torch.randn(num, generator=g, dtype=torch.float64)
+        for i in range(2):
+            s, s_next = float(sigmas[i]), float(sigmas[i + 1])
+            v = gaussian_velocity(x, s, s0)
+            if kind == "ode":
+                x = ode_step(x, v, s, s_next)
+            elif kind == "cps":
+                x, _, _ = cps_step(x, v, s, s_next, eta, generator=g)
+            else:
+                x, _, _ = sde_step(x, v, s, s_next, flow_grpo_diffusion(s, eta, 0.99), generator=g)
+        ends[kind] = float(x.std())
+    assert abs(ends["ode"] - expect) < 0.05 * expect  # coarse Euler is already close
+    assert abs(ends["cps"] - ends["ode"]) < 0.03 * expect  # the injected noise does not widen it
+    assert ends["flow_grpo"] > 1.2 * expect  # Euler-Maruyama leaves excess noise (4x at eta = 1)
+
+
+def test_cps_rejects_bad_arguments():
+    x = torch.zeros(2, 3)
+    with pytest.raises(ValueError, match=r"eta must lie in \(0, 1\], got 1.5"):
+        cps_step(x, x, 0.8, 0.5, 1.5)
+    with pytest.raises(ValueError, match=r"eta must lie in \(0, 1\], got 0.0"):
+        cps_step(x, x, 0.8, 0.5, 0.0)
+    with pytest.raises(ValueError, match="need sigma_next <= sigma"):
+        cps_step(x, x, 0.5, 0.8, 0.5)
+    with pytest.raises(ValueError, match="same shape"):
+        cps_step(x, torch.zeros(3, 2), 0.8, 0.5, 0.5)
