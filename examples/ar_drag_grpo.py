@@ -52,6 +52,7 @@ class TrainerConf:
     plot_every: int = 5  # iterations between plot refreshes
     seed: int = 0  # seeds controls, masks, noise
     tensorboard: bool = True  # also write TensorBoard scalars
+    max_quality_drop: float = 0.5  # warn (stdout and eval.md) when held-out quality falls by more than this fraction
 
 
 @dataclass
@@ -101,6 +102,23 @@ def evaluate(trainer, control, codec, tracker, seed: int) -> tuple[dict, Any]:
         for name, value in rollout["reward_terms"].items():
             row[name] = float(value.mean())
     return row, (video, tracks)
+
+
+QUALITY_KEYS = ("quality/value", "quality", "aesthetic")  # first present, positive one is the quality figure
+
+
+def quality_warning(before: dict, after: dict, max_drop: float) -> str | None:
+    """A warning line when the held-out quality figure fell by more than ``max_drop`` (a sign of reward hacking)."""
+    for key in QUALITY_KEYS:
+        if key in before and key in after and before[key] > 0:
+            drop = 1.0 - after[key] / before[key]
+            if drop > max_drop:
+                return (
+                    f"WARNING: held-out {key} fell by {100 * drop:.0f}% ({before[key]:.4g} -> {after[key]:.4g}); "
+                    "the policy may be exploiting the reward: look at videos_after.gif before trusting the trajectory figures"
+                )
+            return None
+    return None
 
 
 def draw(video, tracks, control, clips: int) -> list:
@@ -175,6 +193,9 @@ def main(cfg: ARDragGRPOConfig) -> dict:
         change = (after[k] - before[k]) / abs(before[k]) * 100 if before[k] else float("nan")
         lines.append(f"| {k} | {before[k]:.4f} | {after[k]:.4f} | {change:+.1f}% |")
     table = "\n".join(lines)
+    warning = quality_warning(before, after, cfg.trainer.max_quality_drop)
+    if warning:
+        table += "\n\n" + warning
     (out / "eval.json").write_text(json.dumps({"before": before, "after": after, "iterations": trainer.iteration}, indent=2))
     (out / "eval.md").write_text(table + "\n")
     print(f"held-out evaluation ({cfg.trainer.eval_clips} controls, ODE sampling):\n{table}")

@@ -77,3 +77,15 @@ def test_typo_in_override_is_a_hydra_error(tmp_path):
     assert proc.returncode != 0
     assert "Key 'klcoef' not in 'GRPOConf'" in proc.stderr
     assert not (tmp_path / "metrics.csv").exists()
+
+
+def test_quality_warning_flags_a_collapse_only():
+    sys.path.insert(0, str(ROOT / "examples"))
+    from ar_drag_grpo import quality_warning
+
+    # the Sprites figure under quality_log: the log is negative, quality/value is the figure
+    collapse = quality_warning({"quality": -2.9, "quality/value": 0.065}, {"quality": -9.0, "quality/value": 0.0001}, 0.5)
+    assert collapse is not None and "quality/value fell by 100%" in collapse and "videos_after.gif" in collapse
+    assert quality_warning({"quality": 0.065}, {"quality": 0.05}, 0.5) is None  # -23%: no warning
+    assert "aesthetic fell by 60%" in quality_warning({"aesthetic": 5.0}, {"aesthetic": 2.0}, 0.5)
+    assert quality_warning({"trajectory_error": 0.2}, {"trajectory_error": 0.1}, 0.5) is None  # no quality figure
