@@ -96,6 +96,7 @@ class SpritesRewardConf:
     lam: float = 20.0  # hinge scale
     alpha: float = 0.05  # hinge margin (squared normalized distance)
     per_point: bool = False  # hinge each track separately: lam * mean_k max(0, alpha - e_k)
+    lost: str = "miss"  # a track the tracker lost: miss (error alpha) | stale (scored where last found)
     quality_weight: float = 1.0  # weight of the quality term
     quality_log: bool = False  # train on log(quality) (sprites: a product of factors, tiny for a few-step student)
     quality_floor: float = 1e-4  # quality_log: values below count as this
@@ -159,7 +160,7 @@ def build_reward(cfg):
     """The composite reward of the ``reward`` group."""
     from rewards import AestheticReward, CompositeReward, LogReward, TrajectoryHingeReward
 
-    trajectory = TrajectoryHingeReward(build_tracker(cfg), lam=cfg.lam, alpha=cfg.alpha, per_point=cfg.per_point)
+    trajectory = TrajectoryHingeReward(build_tracker(cfg), lam=cfg.lam, alpha=cfg.alpha, per_point=cfg.per_point, lost=cfg.lost)
     if cfg.kind == "sprites":
         from rewards.sprites import SpritesQualityReward
 

@@ -16,7 +16,9 @@ from rewards.registry import register_reward
 from rldiff.protocols import PointTracker
 from rldiff.types import Control, check_video
 
-__all__ = ["TrajectoryHingeReward", "trajectory_hinge", "hinge_queries"]
+__all__ = ["TrajectoryHingeReward", "trajectory_hinge", "hinge_queries", "LOST_RULES"]
+
+LOST_RULES = ("miss", "stale")  # how a track the tracker reports lost is scored
 
 
 def trajectory_hinge(
@@ -27,6 +29,7 @@ def trajectory_hinge(
     lam: float,
     alpha: float,
     per_point: bool = False,
+    lost: str = "miss",
 ) -> Tensor:
     """``[B, T]`` rewards ``lam * max(0, alpha - e_t)``, ``e_t`` = mean over target-visible k of the error.
 
@@ -37,14 +40,25 @@ def trajectory_hinge(
     full miss, error ``alpha`` (so losing a track never scores like
     following it). A frame with no counted point scores 0.
 
+    ``lost="stale"`` scores every counted point at the position the tracker
+    reports, whatever its visibility flag: Lucas-Kanade reports where it last
+    found the point, a learned tracker its estimate through the occlusion.
+    Losing a point then scores like freezing it, never better, and a policy
+    gains nothing by keeping points trackable without moving them (with
+    ``"miss"``, a frozen video that the tracker never loses outscores a moving
+    one it sometimes loses).
+
     ``per_point=True`` clips each point's error at ``alpha`` before the
     mean, which makes the reward ``lam * mean_k max(0, alpha - e_k)``: each
     point earns its own hinge, one far-off point cannot zero the frame, and
     no point (lost or not) can raise the reward by being worse. With one
     point, or every error below ``alpha``, both forms agree.
     """
-    sq = ((tracks - trajectory) ** 2).sum(dim=-1)  # [B, T, K]
-    err = torch.where(tracker_visibility, sq, torch.full_like(sq, alpha))  # lost -> a full miss
+    if lost not in LOST_RULES:
+        raise ValueError(f"trajectory_hinge: lost must be one of {LOST_RULES}, got {lost!r}")
+    err = ((tracks - trajectory) ** 2).sum(dim=-1)  # [B, T, K]
+    if lost == "miss":
+        err = torch.where(tracker_visibility, err, torch.full_like(err, alpha))  # lost -> a full miss
     if per_point:
         err = err.clamp(max=alpha)
     count = target_visibility.sum(dim=-1)  # [B, T]
@@ -77,8 +91,10 @@ class TrajectoryHingeReward(StreamingReward):
     ``track_hat`` comes from ``tracker`` started at the queries
     ``(0, trajectory[:, 0])``. Only tracks visible at frame 0 are queried; a
     track counts at frame t when the control says it is visible there. A
-    counted track the tracker reports lost is a full miss (error ``alpha``):
-    a policy cannot raise the reward by making points untrackable. Errors are
+    counted track the tracker reports lost is a full miss (error ``alpha``,
+    ``lost="miss"``: hiding points never pays) or scored where the tracker
+    reports it (``lost="stale"``: a lost point scores as if frozen where it
+    was last found, so freezing the video does not pay either). Errors are
     in normalized units (the image is 1 x 1), so ``alpha = 0.01`` means a
     mean squared miss of 10% of the image side scores 0. A frame with no
     counted track scores 0. ``per_point=True`` gives each track its own
@@ -93,15 +109,19 @@ class TrajectoryHingeReward(StreamingReward):
         lam: reward scale.
         alpha: hinge margin in squared normalized units.
         per_point: hinge each track separately (errors clipped at ``alpha`` before the mean).
+        lost: ``"miss"`` or ``"stale"``, how a lost track is scored (see :func:`trajectory_hinge`).
     """
 
-    def __init__(self, tracker: PointTracker | None = None, lam: float = 1.0, alpha: float = 0.01, per_point: bool = False):
+    def __init__(self, tracker: PointTracker | None = None, lam: float = 1.0, alpha: float = 0.01, per_point: bool = False, lost: str = "miss"):
         super().__init__()
         if tracker is not None and not isinstance(tracker, PointTracker):
             raise TypeError(f"TrajectoryHingeReward: tracker must have track, reset and step (a PointTracker), got {type(tracker).__name__}")
         if not alpha > 0:
             raise ValueError(f"TrajectoryHingeReward: alpha must be > 0, got {alpha}")
+        if lost not in LOST_RULES:
+            raise ValueError(f"TrajectoryHingeReward: lost must be one of {LOST_RULES}, got {lost!r}")
         self.tracker = tracker if tracker is not None else _default_tracker()
+        self.lost = lost
         self.lam, self.alpha, self.per_point = float(lam), float(alpha), bool(per_point)
         self._counts: Tensor | None = None
 
@@ -130,7 +150,7 @@ class TrajectoryHingeReward(StreamingReward):
         check_tracks(tracks, vis, (control.batch_size, t, control.trajectory.shape[2]), type(self.tracker).__name__)
         traj = control.trajectory[:, start : start + t]  # [B, t, K, 2]
         target = control.visibility[:, start : start + t] & counts.unsqueeze(1)  # [B, t, K]
-        return trajectory_hinge(tracks.to(traj.device).float(), vis.to(traj.device), traj.float(), target, self.lam, self.alpha, self.per_point)
+        return trajectory_hinge(tracks.to(traj.device).float(), vis.to(traj.device), traj.float(), target, self.lam, self.alpha, self.per_point, self.lost)
 
     def _step(self, frames: Tensor, control: Control, start: int) -> dict[str, Tensor]:
         self._check_trajectory(control, start + frames.shape[1], exact=False)

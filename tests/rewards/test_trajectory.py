@@ -112,6 +112,22 @@ def test_lost_tracks_count_as_misses():
     assert trajectory_hinge(traj, one_lost, traj, target, lam, alpha)[0, 0] == pytest.approx(lam * alpha)
 
 
+def test_stale_rule_scores_lost_tracks_where_the_tracker_left_them():
+    traj = torch.tensor([[[[0.3, 0.3], [0.7, 0.6]]]])  # [1, 1, 2, 2]
+    both = torch.ones(1, 1, 2, dtype=torch.bool)
+    one_lost = torch.tensor([[[True, False]]])
+    stale = traj + torch.tensor([[[[0.0, 0.0], [0.1, 0.0]]]])  # the lost point was left 0.1 away: error 0.01
+    lam, alpha = 2.0, 0.04
+    # mean error (0 + 0.01) / 2 -> 2 * (0.04 - 0.005) = 0.07; the visibility flag plays no part
+    assert trajectory_hinge(stale, one_lost, traj, both, lam, alpha, lost="stale")[0, 0] == pytest.approx(0.07)
+    assert trajectory_hinge(stale, one_lost, traj, both, lam, alpha, lost="stale") == trajectory_hinge(stale, both, traj, both, lam, alpha, lost="stale")
+    assert trajectory_hinge(stale, one_lost, traj, both, lam, alpha, lost="miss")[0, 0] == pytest.approx(0.04)  # (0 + 0.04) / 2
+    with pytest.raises(ValueError, match=r"lost must be one of \('miss', 'stale'\), got 'drop'"):
+        trajectory_hinge(stale, one_lost, traj, both, lam, alpha, lost="drop")
+    with pytest.raises(ValueError, match=r"TrajectoryHingeReward: lost must be one of"):
+        TrajectoryHingeReward(lost="drop")
+
+
 def test_per_point_hinge_by_hand_and_never_rewards_worse_points():
     traj = torch.tensor([[[[0.3, 0.3], [0.7, 0.6]]]])  # [1, 1, 2, 2]
     vis = torch.ones(1, 1, 2, dtype=torch.bool)
@@ -142,8 +158,8 @@ def test_lk_hinge_ranks_following_above_a_frozen_video(make_sprite_video):
     video, centres = make_sprite_video(seed=5)
     control = make_control(centres.unsqueeze(2), size=32)  # [1, T, 1, 2]
     frozen = video[:, :1].expand_as(video).contiguous()
-    for per_point in (False, True):
-        reward = TrajectoryHingeReward(LucasKanadeTracker(), lam=1.0, alpha=0.01, per_point=per_point)
+    for per_point, lost in ((False, "miss"), (True, "miss"), (True, "stale")):
+        reward = TrajectoryHingeReward(LucasKanadeTracker(), lam=1.0, alpha=0.01, per_point=per_point, lost=lost)
         follow, still = reward.score(video, control), reward.score(frozen, control)
         assert float(follow[:, 1:].sum()) > 2 * float(still[:, 1:].sum()), (follow, still)
         assert bool((still[:, 4:] == 0).all())  # > 0.1 away from the start -> nothing
