@@ -37,7 +37,7 @@ from envs import ARVideoDenoisingVectorEnv, EnvCollector
 from grpo_parts import build_policy, build_reward, build_tracker, register_groups
 from rldiff import distributed as dist_utils
 from rldiff.trainer import GRPOTrainer
-from sprites_eval import trajectory_error
+from sprites_eval import tracking_stats
 from visualize import draw_tracks, plot_metrics, save_video_grid
 
 
@@ -96,8 +96,8 @@ def evaluate(trainer, control, codec, tracker, seed: int) -> tuple[dict, Any]:
     mask = torch.zeros(trainer.collector.num_frames, trainer.collector.num_steps, dtype=torch.bool)  # [F, N]
     rollout = trainer.rollout(control, 1, mask, torch.Generator().manual_seed(seed))
     video = codec.decode(rollout["clean"]).clamp(0, 1)  # [B, T, 3, H, W]
-    err, tracks = trajectory_error(video, control, tracker)
-    row = {"trajectory_error": err, "reward": float(rollout["reward"].sum(1).mean())}
+    row, tracks = tracking_stats(video, control, tracker)
+    row["reward"] = float(rollout["reward"].sum(1).mean())
     if "reward_terms" in rollout.keys():
         for name, value in rollout["reward_terms"].items():
             row[name] = float(value.mean())

@@ -47,15 +47,39 @@ def generate_bidirectional(teacher, cond, noise: Tensor, num_steps: int = 20, sh
 
 def trajectory_error(video: Tensor, control: Control, tracker) -> tuple[float, Tensor]:
     """Mean tracked-vs-target distance (normalized) over visible points and frames t >= 1; also the tracks."""
+    stats, tracks = tracking_stats(video, control, tracker)
+    return stats["trajectory_error"], tracks
+
+
+def tracking_stats(video: Tensor, control: Control, tracker) -> tuple[dict, Tensor]:
+    """``trajectory_error`` plus what it is made of, and the tracks.
+
+    - ``trajectory_error``: mean distance over target-visible points and frames
+      t >= 1, a point the tracker lost counted as at least 0.25 (a quarter of
+      the image) from its target;
+    - ``lost_fraction``: share of those points the tracker lost;
+    - ``position_error``: mean distance of the positions the tracker reports,
+      lost or not (Lucas-Kanade leaves a lost point where it last found it).
+
+    A frozen video scores ``lost_fraction`` 0 and ``position_error`` equal to
+    the mean distance of the targets from their start: compare with that
+    before calling a drop in ``trajectory_error`` better motion.
+    """
     queries = torch.cat([torch.zeros(*control.trajectory.shape[:1], control.trajectory.shape[2], 1), control.trajectory[:, 0]], dim=-1)  # [B, K, 3]
     tracks, vis = tracker.track(video.clamp(0, 1), queries)
-    valid = (vis & control.visibility)[:, 1:]  # [B, T-1, K]
+    target = control.visibility[:, 1:]  # [B, T-1, K]
     dist = (tracks - control.trajectory).norm(dim=-1)[:, 1:]  # [B, T-1, K]
-    # a point the tracker lost counts as maximally wrong within the image (distance to target, clamped)
-    lost = control.visibility[:, 1:] & ~vis[:, 1:]
-    dist = torch.where(lost, dist.clamp(min=0.25), dist)
-    counted = valid | lost
-    return float(dist[counted].mean()) if bool(counted.any()) else float("nan"), tracks
+    if not bool(target.any()):
+        nan = float("nan")
+        return {"trajectory_error": nan, "lost_fraction": nan, "position_error": nan}, tracks
+    lost = target & ~vis[:, 1:]
+    counted = torch.where(lost, dist.clamp(min=0.25), dist)[target]
+    stats = {
+        "trajectory_error": float(counted.mean()),
+        "lost_fraction": float(lost[target].float().mean()),
+        "position_error": float(dist[target].mean()),
+    }
+    return stats, tracks
 
 
 def evaluate(name: str, latents: Tensor, seconds_per_frame: float, control: Control, codec, tracker, quality) -> dict:
