@@ -1,0 +1,99 @@
+"""Does the trajectory reward rank videos the way the held-out metric should? Side by side on held-out Sprites-Drag.
+
+Scores, on the same held-out controls and noise: the ground-truth videos, a
+frozen video (the reference repeated: the reward hack GRPO found with the old
+settings), the bundled teacher and student, and optionally GRPO checkpoints.
+Columns: the held-out ``trajectory_error`` (lost points count 0.25), the share
+of lost points, ``position_error`` (where the tracker left each point, lost or
+not), and the per-point hinge ``mean_k max(0, alpha - e_k) / alpha`` over
+frames t >= 1 for the two lost-track rules and several alphas (1 = perfect).
+A reward that ranks ``frozen`` above ``student`` pulls GRPO towards freezing.
+
+    python benchmarks/reward_ranking.py
+    python benchmarks/reward_ranking.py --clips 32 --checkpoint runs/x/checkpoints/ckpt-00000150
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples"))
+
+from distill_stages import build_world  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
+from sprites_eval import generate_bidirectional, generate_causal, tracking_stats  # noqa: E402
+
+from policies.causal_wan import CausalWan  # noqa: E402
+from policies.teacher import BidirectionalWan  # noqa: E402
+from rewards.trackers import LucasKanadeTracker  # noqa: E402
+from rewards.trajectory import hinge_queries, trajectory_hinge  # noqa: E402
+from rldiff.flow import shifted_sigmas  # noqa: E402
+
+BUNDLE = ROOT / "examples" / "pretrained" / "sprites_drag"
+ALPHAS = (0.05, 0.01, 0.0025)
+
+
+def load_grpo_student(checkpoint: Path) -> CausalWan:
+    """The bundled student with a GRPO checkpoint's policy weights (``policy.safetensors``, keys ``model.*``)."""
+    model = CausalWan.from_pretrained(BUNDLE / "student")
+    state = {k.removeprefix("model."): v for k, v in load_file(checkpoint / "policy.safetensors").items()}
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", type=int, default=32, help="held-out controls")
+    parser.add_argument("--checkpoint", type=Path, action="append", default=[], help="GRPO checkpoint dir (repeatable)")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    cfg = OmegaConf.create(json.loads((BUNDLE / "world.json").read_text()))
+    world = build_world(cfg)
+    videos, control = world.heldout.heldout_videos()
+    videos, control = videos[: args.clips], control.index(list(range(args.clips)))
+    cond = world.encoder.encode(control, cfg.num_frames, torch.Generator().manual_seed(7))
+    noise = torch.randn(args.clips, cfg.num_frames, world.codec.latent_channels, *world.latent_size, generator=torch.Generator().manual_seed(8))
+    sigmas = shifted_sigmas(cfg.num_steps, cfg.shift)
+
+    def decode(latents):
+        return world.codec.decode(latents).clamp(0, 1)
+
+    with torch.no_grad():
+        rows = {
+            "ground truth": videos,
+            "frozen (reference repeated)": control.reference[:, None].expand_as(videos).contiguous(),
+            "teacher (20 steps)": decode(generate_bidirectional(BidirectionalWan.from_pretrained(BUNDLE / "teacher").eval(), cond, noise, 20, cfg.shift)[0]),
+            "student (bundled)": decode(generate_causal(CausalWan.from_pretrained(BUNDLE / "student").eval(), cond, noise, sigmas)[0]),
+        }
+        for ckpt in args.checkpoint:
+            rows[f"GRPO {ckpt.parent.parent.name}/{ckpt.name}"] = decode(generate_causal(load_grpo_student(ckpt), cond, noise, sigmas)[0])
+
+    tracker = LucasKanadeTracker()
+    queries, counts = hinge_queries(control.trajectory, control.visibility)
+    target = (control.visibility & counts[:, None])[:, 1:]  # [B, T-1, K]
+    scored = target.any(-1)  # [B, T-1] frames with a counted point
+    head = " | ".join(f"{rule} a={a}" for rule in ("miss", "stale") for a in ALPHAS)
+    print(f"| video | trajectory error | lost | position error | {head} |")
+    print("|---|---|---|---|" + "---|" * (2 * len(ALPHAS)))
+    for name, video in rows.items():
+        stats, _ = tracking_stats(video, control, tracker)
+        tracks, vis = tracker.track(video, queries)
+        cells = []
+        for rule in ("miss", "stale"):
+            for a in ALPHAS:
+                r = trajectory_hinge(tracks, vis, control.trajectory, control.visibility & counts[:, None], 1.0 / a, a, per_point=True, lost=rule)
+                cells.append(f"{float(r[:, 1:][scored].mean()):.3f}")
+        print(f"| {name} | {stats['trajectory_error']:.4f} | {stats['lost_fraction']:.3f} | {stats['position_error']:.4f} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
