@@ -1,7 +1,9 @@
 """AR-Drag Step 2: GRPO with selective stochasticity on the causal student, through the AR denoising env.
 
-Default: the bundled Sprites-Drag student on CPU, reward = trajectory hinge
-(Lucas-Kanade tracks) + Sprites quality, OneStepPerFrame. Outputs in the run
+Default: the bundled Sprites-Drag student on CPU, reward = per-track trajectory
+hinge (Lucas-Kanade tracks, a lost track scored where it was last found) +
+log Sprites quality, KL 0.1 to the start, coefficient-preserving stochastic
+steps, OneStepPerFrame. Outputs in the run
 directory: metrics.csv, tensorboard/, plots.png, videos before/after RL with
 target (white) and tracked (red) trajectories, eval.md / eval.json (held-out,
 before vs after RL), checkpoints/ (a killed run resumes; a finished one is not retrained).

@@ -32,8 +32,8 @@ class SpritesStudentConf:
     text_dim: int = 32  # hash text embedding width the student was trained with
     heatmap_sigma: float = 1.5  # trajectory Gaussian std in pixels
     window: int = 7  # KV window in frames (current one included)
-    sde: str = "flow_grpo"  # stochastic step: flow_grpo (Euler-Maruyama) | cps (coefficient-preserving)
-    eta: float = 1.0  # noise scale: Flow-GRPO's eta (flow_grpo) or fresh noise fraction in (0, 1] (cps)
+    sde: str = "cps"  # stochastic step: cps (coefficient-preserving) | flow_grpo (Euler-Maruyama: excess noise at 3 steps)
+    eta: float = 0.5  # noise scale: fresh noise fraction in (0, 1] (cps) or Flow-GRPO's eta (flow_grpo)
     sigma_cap: float = 0.99  # sigma cap inside the diffusion coefficient (flow_grpo)
     num_steps: int = 3  # N, denoising steps per frame
     shift: float = 3.0  # timestep shift of the sigmas (must match distillation)
@@ -51,8 +51,8 @@ class WanPolicyConf:
     extra_in_channels: int = 16  # zero-initialized trajectory channels added to a plain Wan dir
     heatmap_sigma: float = 6.0  # trajectory Gaussian std in pixels
     window: int = 7  # KV window in frames (current one included)
-    sde: str = "flow_grpo"  # stochastic step: flow_grpo (Euler-Maruyama) | cps (coefficient-preserving)
-    eta: float = 1.0  # noise scale: Flow-GRPO's eta (flow_grpo) or fresh noise fraction in (0, 1] (cps)
+    sde: str = "cps"  # stochastic step: cps (coefficient-preserving) | flow_grpo (Euler-Maruyama: excess noise at 3 steps)
+    eta: float = 0.5  # noise scale: fresh noise fraction in (0, 1] (cps) or Flow-GRPO's eta (flow_grpo)
     sigma_cap: float = 0.99  # sigma cap inside the diffusion coefficient (flow_grpo)
     num_steps: int = 3  # N, denoising steps per frame
     shift: float = 5.0  # timestep shift of the sigmas
@@ -90,15 +90,15 @@ class SpritesControlsConf:
 # ----------------------------------------------------------------------------- reward
 @dataclass
 class SpritesRewardConf:
-    """R = lam * max(0, alpha - ||track_hat - track||^2) + quality_weight * Sprites quality."""
+    """R = lam * mean_k max(0, alpha - ||track_hat - track||^2) + quality_weight * log(Sprites quality)."""
 
     kind: str = "sprites"  # which builder (do not override)
     lam: float = 20.0  # hinge scale
     alpha: float = 0.05  # hinge margin (squared normalized distance)
-    per_point: bool = False  # hinge each track separately: lam * mean_k max(0, alpha - e_k)
-    lost: str = "miss"  # a track the tracker lost: miss (error alpha) | stale (scored where last found)
+    per_point: bool = True  # hinge each track separately: lam * mean_k max(0, alpha - e_k)
+    lost: str = "stale"  # a track the tracker lost: stale (scored where last found) | miss (error alpha: favours freezing)
     quality_weight: float = 1.0  # weight of the quality term
-    quality_log: bool = False  # train on log(quality) (sprites: a product of factors, tiny for a few-step student)
+    quality_log: bool = True  # train on log(quality) (sprites: a product of factors, tiny for a few-step student)
     quality_floor: float = 1e-4  # quality_log: values below count as this
     tracker: str = "lucas_kanade"  # lucas_kanade | cotracker
     cotracker_checkout: str | None = None  # local CoTracker checkout (tracker=cotracker)
@@ -120,13 +120,13 @@ class AestheticRewardConf(SpritesRewardConf):
 class GRPOConf:
     """GRPOTrainer settings (see rldiff.trainer.GRPOTrainer)."""
 
-    lr: float = 3e-4  # AdamW learning rate
+    lr: float = 1e-4  # AdamW learning rate (Sprites-Drag student; AR-Drag used 1e-5 on Wan 1.3B)
     num_controls: int = 4  # B, controls per iteration
     group_size: int = 8  # G, rollouts per control
     gamma: float = 0.0  # reward-to-go discount over frames
     clip_range: float = 2e-3  # PPO clip epsilon
     adv_clip: float = 5.0  # advantage clamp
-    kl_coef: float = 0.0  # KL weight to the frozen reference
+    kl_coef: float = 0.1  # KL weight to the frozen reference (keeps the quality; 0 lets it drift)
     epochs: int = 1  # passes over each batch
     minibatch_size: int | None = 16  # rollouts per optimizer step (None: all)
     max_grad_norm: float = 1.0  # gradient-norm clip
