@@ -43,6 +43,26 @@ def _level(value: float | Tensor, like: Tensor, name: str) -> float | Tensor:
     raise TypeError(f"{name} must be a float or a tensor, got {type(value).__name__}")
 
 
+def _step_inputs(x: Tensor, v: Tensor, sigma, sigma_next, who: str):
+    """Shared checks of a sampler step: float ``x, v`` of one shape, levels as floats/tensors, noise to data."""
+    x, v = _as_float(x), _as_float(v)
+    if x.shape != v.shape:
+        raise ValueError(f"x and v must have the same shape, got x {tuple(x.shape)} and v {tuple(v.shape)}")
+    sigma, sigma_next = _level(sigma, x, "sigma"), _level(sigma_next, x, "sigma_next")
+    if not isinstance(sigma, Tensor) and not isinstance(sigma_next, Tensor) and sigma_next > sigma:
+        raise ValueError(f"{who} runs from noise to data: need sigma_next <= sigma, got {sigma_next} > {sigma}")
+    return x, v, sigma, sigma_next
+
+
+def _sample(mean: Tensor, std: Tensor, noise: Tensor | None, generator: torch.Generator | None) -> Tensor:
+    """``mean + std * noise``; ``noise`` defaults to a standard normal draw from ``generator``."""
+    if noise is None:
+        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+    elif noise.shape != mean.shape:
+        raise ValueError(f"noise must have x's shape {tuple(mean.shape)}, got {tuple(noise.shape)}")
+    return mean + std * _as_float(noise).to(mean.dtype)
+
+
 def ode_step(x: Tensor, v: Tensor, sigma: float | Tensor, sigma_next: float | Tensor) -> Tensor:
     """Euler step of the probability-flow ODE: ``x + (sigma_next - sigma) * v``."""
     x, v = _as_float(x), _as_float(v)
@@ -74,13 +94,8 @@ def sde_step(
     ``std`` is returned broadcast to nothing more than its inputs' shapes
     (a 0-d tensor when every level is a float).
     """
-    x, v = _as_float(x), _as_float(v)
-    if x.shape != v.shape:
-        raise ValueError(f"x and v must have the same shape, got x {tuple(x.shape)} and v {tuple(v.shape)}")
-    sigma, sigma_next = _level(sigma, x, "sigma"), _level(sigma_next, x, "sigma_next")
+    x, v, sigma, sigma_next = _step_inputs(x, v, sigma, sigma_next, "sde_step")
     diffusion = _level(diffusion, x, "diffusion")
-    if not isinstance(sigma, Tensor) and not isinstance(sigma_next, Tensor) and sigma_next > sigma:
-        raise ValueError(f"sde_step runs from noise to data: need sigma_next <= sigma, got {sigma_next} > {sigma}")
     d = torch.as_tensor(sigma_next - sigma, dtype=x.dtype, device=x.device)
     eps_hat = x + (1.0 - sigma) * v
     drift = v
@@ -89,12 +104,7 @@ def sde_step(
     mean = x + d * drift
     std = diffusion * torch.sqrt(-d)
     std = torch.as_tensor(std, dtype=x.dtype, device=x.device)
-    if noise is None:
-        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-    elif noise.shape != x.shape:
-        raise ValueError(f"noise must have x's shape {tuple(x.shape)}, got {tuple(noise.shape)}")
-    x_next = mean + std * _as_float(noise).to(x.dtype)
-    return x_next, mean, std
+    return _sample(mean, std, noise, generator), mean, std
 
 
 def cps_step(
@@ -124,23 +134,14 @@ def cps_step(
     Coefficients-Preserving Sampling (Wang and Yu, 2025), where
     ``eta = sin(epsilon * pi / 2)``. ``sigma_next = 0`` gives ``std = 0``.
     """
-    x, v = _as_float(x), _as_float(v)
-    if x.shape != v.shape:
-        raise ValueError(f"x and v must have the same shape, got x {tuple(x.shape)} and v {tuple(v.shape)}")
     if not 0.0 < eta <= 1.0:
         raise ValueError(f"cps_step: eta must lie in (0, 1], got {eta}")
-    sigma, sigma_next = _level(sigma, x, "sigma"), _level(sigma_next, x, "sigma_next")
-    if not isinstance(sigma, Tensor) and not isinstance(sigma_next, Tensor) and sigma_next > sigma:
-        raise ValueError(f"cps_step runs from noise to data: need sigma_next <= sigma, got {sigma_next} > {sigma}")
+    x, v, sigma, sigma_next = _step_inputs(x, v, sigma, sigma_next, "cps_step")
     x0_hat = x - sigma * v
     eps_hat = x + (1.0 - sigma) * v
     mean = (1.0 - sigma_next) * x0_hat + math.sqrt(1.0 - eta**2) * sigma_next * eps_hat
     std = torch.as_tensor(eta * sigma_next, dtype=x.dtype, device=x.device)
-    if noise is None:
-        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-    elif noise.shape != x.shape:
-        raise ValueError(f"noise must have x's shape {tuple(x.shape)}, got {tuple(noise.shape)}")
-    return mean + std * _as_float(noise).to(x.dtype), mean, std
+    return _sample(mean, std, noise, generator), mean, std
 
 
 def flow_grpo_diffusion(sigma: float | Tensor, eta: float, sigma_cap: float = 0.99) -> float | Tensor:
