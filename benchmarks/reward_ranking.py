@@ -28,12 +28,12 @@ sys.path.insert(0, str(ROOT / "examples"))
 from distill_stages import build_world  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
-from sprites_eval import generate_bidirectional, generate_causal, tracking_stats  # noqa: E402
+from sprites_eval import eval_queries, generate_bidirectional, generate_causal, stats_of_tracks  # noqa: E402
 
 from policies.causal_wan import CausalWan  # noqa: E402
 from policies.teacher import BidirectionalWan  # noqa: E402
 from rewards.trackers import LucasKanadeTracker  # noqa: E402
-from rewards.trajectory import hinge_queries, trajectory_hinge  # noqa: E402
+from rewards.trajectory import trajectory_hinge  # noqa: E402
 from rldiff.flow import shifted_sigmas  # noqa: E402
 
 BUNDLE = ROOT / "examples" / "pretrained" / "sprites_drag"
@@ -78,19 +78,20 @@ def main() -> None:
             rows[f"GRPO {ckpt.parent.parent.name}/{ckpt.name}"] = decode(generate_causal(load_grpo_student(ckpt), cond, noise, sigmas)[0])
 
     tracker = LucasKanadeTracker()
-    queries, counts = hinge_queries(control.trajectory, control.visibility)
-    target = (control.visibility & counts[:, None])[:, 1:]  # [B, T-1, K]
-    scored = target.any(-1)  # [B, T-1] frames with a counted point
+    # one LK pass per video serves both: the hinge counts only points visible at frame 0 (its queries, the same ones)
+    queries = eval_queries(control)
+    hinge_target = control.visibility & control.visibility[:, :1]  # [B, T, K]
+    scored = hinge_target[:, 1:].any(-1)  # [B, T-1] frames with a counted point
     head = " | ".join(f"{rule} a={a}" for rule in ("miss", "stale") for a in ALPHAS)
     print(f"| video | trajectory error | lost | position error | {head} |")
     print("|---|---|---|---|" + "---|" * (2 * len(ALPHAS)))
     for name, video in rows.items():
-        stats, _ = tracking_stats(video, control, tracker)
         tracks, vis = tracker.track(video, queries)
+        stats = stats_of_tracks(tracks, vis, control)
         cells = []
         for rule in ("miss", "stale"):
             for a in ALPHAS:
-                r = trajectory_hinge(tracks, vis, control.trajectory, control.visibility & counts[:, None], 1.0 / a, a, per_point=True, lost=rule)
+                r = trajectory_hinge(tracks, vis, control.trajectory, hinge_target, 1.0 / a, a, per_point=True, lost=rule)
                 cells.append(f"{float(r[:, 1:][scored].mean()):.3f}")
         print(f"| {name} | {stats['trajectory_error']:.4f} | {stats['lost_fraction']:.3f} | {stats['position_error']:.4f} | " + " | ".join(cells) + " |")
 

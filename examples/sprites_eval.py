@@ -65,21 +65,29 @@ def tracking_stats(video: Tensor, control: Control, tracker) -> tuple[dict, Tens
     the mean distance of the targets from their start: compare with that
     before calling a drop in ``trajectory_error`` better motion.
     """
-    queries = torch.cat([torch.zeros(*control.trajectory.shape[:1], control.trajectory.shape[2], 1), control.trajectory[:, 0]], dim=-1)  # [B, K, 3]
-    tracks, vis = tracker.track(video.clamp(0, 1), queries)
+    tracks, vis = tracker.track(video.clamp(0, 1), eval_queries(control))
+    return stats_of_tracks(tracks, vis, control), tracks
+
+
+def eval_queries(control: Control) -> Tensor:
+    """Queries ``(0, trajectory[:, 0])`` ``[B, K, 3]`` of every target point."""
+    return torch.cat([torch.zeros(*control.trajectory.shape[:1], control.trajectory.shape[2], 1), control.trajectory[:, 0]], dim=-1)
+
+
+def stats_of_tracks(tracks: Tensor, vis: Tensor, control: Control) -> dict:
+    """The :func:`tracking_stats` figures of tracks ``[B, T, K, 2]`` and visibility ``[B, T, K]`` from :func:`eval_queries`."""
     target = control.visibility[:, 1:]  # [B, T-1, K]
     dist = (tracks - control.trajectory).norm(dim=-1)[:, 1:]  # [B, T-1, K]
     if not bool(target.any()):
         nan = float("nan")
-        return {"trajectory_error": nan, "lost_fraction": nan, "position_error": nan}, tracks
+        return {"trajectory_error": nan, "lost_fraction": nan, "position_error": nan}
     lost = target & ~vis[:, 1:]
     counted = torch.where(lost, dist.clamp(min=0.25), dist)[target]
-    stats = {
+    return {
         "trajectory_error": float(counted.mean()),
         "lost_fraction": float(lost[target].float().mean()),
         "position_error": float(dist[target].mean()),
     }
-    return stats, tracks
 
 
 def evaluate(name: str, latents: Tensor, seconds_per_frame: float, control: Control, codec, tracker, quality) -> dict:
