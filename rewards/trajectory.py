@@ -21,6 +21,11 @@ __all__ = ["TrajectoryHingeReward", "trajectory_hinge", "hinge_queries", "LOST_R
 LOST_RULES = ("miss", "stale")  # how a track the tracker reports lost is scored
 
 
+def _check_lost(lost: str, who: str) -> None:
+    if lost not in LOST_RULES:
+        raise ValueError(f"{who}: lost must be one of {LOST_RULES}, got {lost!r}")
+
+
 def trajectory_hinge(
     tracks: Tensor,
     tracker_visibility: Tensor,
@@ -54,8 +59,7 @@ def trajectory_hinge(
     no point (lost or not) can raise the reward by being worse. With one
     point, or every error below ``alpha``, both forms agree.
     """
-    if lost not in LOST_RULES:
-        raise ValueError(f"trajectory_hinge: lost must be one of {LOST_RULES}, got {lost!r}")
+    _check_lost(lost, "trajectory_hinge")
     err = ((tracks - trajectory) ** 2).sum(dim=-1)  # [B, T, K]
     if lost == "miss":
         err = torch.where(tracker_visibility, err, torch.full_like(err, alpha))  # lost -> a full miss
@@ -118,11 +122,9 @@ class TrajectoryHingeReward(StreamingReward):
             raise TypeError(f"TrajectoryHingeReward: tracker must have track, reset and step (a PointTracker), got {type(tracker).__name__}")
         if not alpha > 0:
             raise ValueError(f"TrajectoryHingeReward: alpha must be > 0, got {alpha}")
-        if lost not in LOST_RULES:
-            raise ValueError(f"TrajectoryHingeReward: lost must be one of {LOST_RULES}, got {lost!r}")
+        _check_lost(lost, "TrajectoryHingeReward")  # fail at construction, not at the first frame
         self.tracker = tracker if tracker is not None else _default_tracker()
-        self.lost = lost
-        self.lam, self.alpha, self.per_point = float(lam), float(alpha), bool(per_point)
+        self.lam, self.alpha, self.per_point, self.lost = float(lam), float(alpha), bool(per_point), lost
         self._counts: Tensor | None = None
 
     def _check_trajectory(self, control: Control, frames: int, exact: bool) -> None:
