@@ -24,23 +24,29 @@ BUNDLE = Path(__file__).resolve().parent / "pretrained" / "sprites_drag"
 
 # ----------------------------------------------------------------------------- policy
 @dataclass
-class SpritesStudentConf:
+class FlowPolicyConf:
+    """What every policy config shares: the KV window and the stochastic step of ``FlowPolicy``."""
+
+    window: int = 7  # KV window in frames (current one included)
+    sde: str = "cps"  # stochastic step: cps (coefficient-preserving) | flow_grpo (Euler-Maruyama: excess noise at 3 steps)
+    eta: float = 0.5  # noise scale: fresh noise fraction in (0, 1] (cps) or Flow-GRPO's eta (flow_grpo)
+    sigma_cap: float = 0.99  # sigma cap inside the diffusion coefficient (flow_grpo)
+    num_steps: int = 3  # N, denoising steps per frame
+
+
+@dataclass
+class SpritesStudentConf(FlowPolicyConf):
     """The bundled Sprites-Drag causal student (CPU world, hash text embeddings)."""
 
     kind: str = "sprites_student"  # which builder (do not override)
     path: str = str(BUNDLE / "student")  # CausalWan directory
     text_dim: int = 32  # hash text embedding width the student was trained with
     heatmap_sigma: float = 1.5  # trajectory Gaussian std in pixels
-    window: int = 7  # KV window in frames (current one included)
-    sde: str = "cps"  # stochastic step: cps (coefficient-preserving) | flow_grpo (Euler-Maruyama: excess noise at 3 steps)
-    eta: float = 0.5  # noise scale: fresh noise fraction in (0, 1] (cps) or Flow-GRPO's eta (flow_grpo)
-    sigma_cap: float = 0.99  # sigma cap inside the diffusion coefficient (flow_grpo)
-    num_steps: int = 3  # N, denoising steps per frame
     shift: float = 3.0  # timestep shift of the sigmas (must match distillation)
 
 
 @dataclass
-class WanPolicyConf:
+class WanPolicyConf(FlowPolicyConf):
     """A causal student from a diffusers-format Wan I2V transformer directory."""
 
     kind: str = "wan"  # which builder (do not override)
@@ -50,11 +56,6 @@ class WanPolicyConf:
     image_encoder_path: str | None = None  # CLIP vision dir (Wan I2V image tokens); None: no image tokens
     extra_in_channels: int = 16  # zero-initialized trajectory channels added to a plain Wan dir
     heatmap_sigma: float = 6.0  # trajectory Gaussian std in pixels
-    window: int = 7  # KV window in frames (current one included)
-    sde: str = "cps"  # stochastic step: cps (coefficient-preserving) | flow_grpo (Euler-Maruyama: excess noise at 3 steps)
-    eta: float = 0.5  # noise scale: fresh noise fraction in (0, 1] (cps) or Flow-GRPO's eta (flow_grpo)
-    sigma_cap: float = 0.99  # sigma cap inside the diffusion coefficient (flow_grpo)
-    num_steps: int = 3  # N, denoising steps per frame
     shift: float = 5.0  # timestep shift of the sigmas
     dtype: str = "float32"  # model weights dtype (bfloat16 on GPU)
 
