@@ -64,6 +64,7 @@ class DistillConfig:
     window: int = 7  # student KV window (frames, current included)
     teacher_iterations: int = 800  # teacher flow-matching steps
     teacher_lr: float = 5e-4  # teacher AdamW learning rate
+    teacher_ema: float = 0.999  # decay of the teacher's weight EMA, the exported teacher (0: export the raw weights)
     teacher_path: str | None = None  # an existing teacher dir: skip stage 1
     batch_size: int = 8  # clips per step
     distill_iterations: int = 400  # distillation iterations (critic steps)

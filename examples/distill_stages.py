@@ -10,6 +10,7 @@ any number of processes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+import copy
 from pathlib import Path
 
 import torch
@@ -24,7 +25,7 @@ from rewards.trackers import LucasKanadeTracker
 from rldiff import distributed as dist_utils
 from rldiff.checkpoint import latest_checkpoint, load_json, load_tensors, optimizer_state_from_tensors, optimizer_to_tensors, write_checkpoint_dir
 from rldiff.data import SpritesDrag
-from rldiff.parallel import ManualAllReduce
+from rldiff.parallel import ManualAllReduce, ema_decay_warmup, ema_update_
 
 
 @dataclass
@@ -148,12 +149,18 @@ class TeacherStage(_Stage):
         self.config = tiny_wan_config(world.codec.latent_channels, world.encoder.cond_channels, cfg.dim, cfg.heads, cfg.layers, cfg.text_dim, patch=1)
         self.teacher = dist_utils.broadcast_module_(BidirectionalWan.from_config(self.config))  # replicas start from rank 0's weights
         self.parallel = parallel if parallel is not None else ManualAllReduce()
+        if not 0.0 <= cfg.teacher_ema < 1.0:
+            raise ValueError(f"teacher_ema must be in [0, 1) (0: no EMA), got {cfg.teacher_ema}")
+        self.ema_decay = cfg.teacher_ema
+        self.ema = copy.deepcopy(self.teacher).requires_grad_(False) if self.ema_decay > 0 else None
         # the teacher's forward is the whole loss computation: DDP / FSDP2 wrap it as it is
         self.runner = self.parallel.wrap_module(self.teacher)
+        if self.ema is not None:
+            self.ema = self.parallel.shard_like(self.ema, self.teacher)
         self.opt = torch.optim.AdamW(self.teacher.parameters(), lr=cfg.teacher_lr)
 
     def modules(self):
-        return {"teacher": self.teacher}
+        return {"teacher": self.teacher} if self.ema is None else {"teacher": self.teacher, "teacher_ema": self.ema}
 
     def optimizers(self):
         return {"teacher": self.opt}
@@ -167,12 +174,15 @@ class TeacherStage(_Stage):
         self.parallel.after_backward(params)
         grad = self.parallel.clip_grad_norm(params, 1.0)
         self.opt.step()
+        if self.ema is not None:
+            ema_update_(self.ema, self.teacher, ema_decay_warmup(self.ema_decay, self.iteration))
         metrics = {"iteration": float(self.iteration), "loss": float(loss["loss"].detach()), "grad_norm": float(grad)}
         self.after_step()
         return metrics
 
     def finish(self) -> None:
-        state = self.parallel.full_state(self.teacher.state_dict().items())  # collective under FSDP2
+        final = self.teacher if self.ema is None else self.ema  # the EMA is what gets exported
+        state = self.parallel.full_state(final.state_dict().items())  # collective under FSDP2
         if dist_utils.rank() == 0 and not (self.final_dir / "config.json").exists():
             plain = BidirectionalWan.from_config(self.config)  # unsharded
             plain.load_state_dict(state)

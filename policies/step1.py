@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from rldiff import distributed as dist_utils
 from rldiff.distill import add_noise, discriminator_loss, dmd_loss, flow_matching_loss, generator_adversarial_loss, sample_dmd_sigma, x0_from_velocity
 from rldiff.flow import shift_sigma
-from rldiff.parallel import ManualAllReduce, local_tensor
+from rldiff.parallel import ManualAllReduce, ema_decay_warmup, ema_update_
 from rldiff.types import Control
 
 __all__ = ["WorldBatch", "encode_batch", "teacher_loss", "DiscriminatorHead", "GeneratorRunner", "CriticRunner", "Distiller"]
@@ -188,8 +188,7 @@ class Distiller:
         ``n`` counts earlier generator updates; without the warm-up a short run's EMA
         would still hold mostly the initial (undistilled) weights (0.99^60 = 0.55).
         """
-        n = self.iteration // self.generator_every
-        return min(self.ema_decay, (1.0 + n) / (10.0 + n))
+        return ema_decay_warmup(self.ema_decay, self.iteration // self.generator_every)
 
     def generator_step(self, batch: WorldBatch, generator) -> tuple[dict[str, float], Tensor]:
         noise = torch.randn(batch.x0.shape, generator=generator)
@@ -214,10 +213,7 @@ class Distiller:
         metrics["grad_norm_generator"] = float(self.parallel.clip_grad_norm(params, 1.0))
         self.opt_generator.step()
         self.opt_critic.zero_grad(set_to_none=True)  # the adversarial term must not train the head here
-        with torch.no_grad():
-            decay = self.ema_decay_now()
-            for e, p in zip(self.ema.parameters(), self.student.parameters()):
-                local_tensor(e).lerp_(local_tensor(p), 1.0 - decay)  # this rank's shard under FSDP2
+        ema_update_(self.ema, self.student, self.ema_decay_now())
         return metrics, x.detach()
 
     def critic_step(self, batch: WorldBatch, fake: Tensor, generator) -> dict[str, float]:

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from rldiff import distributed as dist_utils
 
-__all__ = ["PolicyRunner", "ManualAllReduce", "DDP", "FSDP2", "local_tensor"]
+__all__ = ["PolicyRunner", "ManualAllReduce", "DDP", "FSDP2", "local_tensor", "ema_decay_warmup", "ema_update_"]
 
 
 class PolicyRunner(nn.Module):
@@ -74,6 +74,24 @@ def local_tensor(t: Tensor) -> Tensor:
     from torch.distributed.tensor import DTensor
 
     return t.to_local() if isinstance(t, DTensor) else t
+
+
+def ema_decay_warmup(decay: float, updates: int) -> float:
+    """EMA decay after ``updates`` earlier updates: ``min(decay, (1 + n) / (10 + n))``.
+
+    Without the warm-up a short run's EMA would still hold mostly the initial
+    weights (0.99^60 = 0.55 of them after 60 updates at decay 0.99).
+    """
+    if not 0.0 <= decay < 1.0:
+        raise ValueError(f"decay must be in [0, 1), got {decay}")
+    return min(decay, (1.0 + updates) / (10.0 + updates))
+
+
+@torch.no_grad()
+def ema_update_(ema: nn.Module, module: nn.Module, decay: float) -> None:
+    """``ema <- decay * ema + (1 - decay) * module``, parameter by parameter (this rank's shards under FSDP2)."""
+    for e, p in zip(ema.parameters(), module.parameters(), strict=True):
+        local_tensor(e).lerp_(local_tensor(p).to(e.dtype), 1.0 - decay)
 
 
 class ManualAllReduce:
