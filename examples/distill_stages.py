@@ -58,7 +58,7 @@ def build_world(cfg) -> World:
     codec = PixelCodec(factor=cfg.codec_factor)
     encoder = ControlEncoder(codec, HashTextEncoder(dim=cfg.text_dim), mask_channels=4, heatmap_sigma=cfg.heatmap_sigma)
     size = cfg.image_size // cfg.codec_factor
-    settings = {k: getattr(cfg, k) for k in ("image_size", "num_frames", "codec_factor", "heatmap_sigma", "text_dim", "dim", "layers", "heads", "window", "num_steps", "shift")}
+    settings = {k: getattr(cfg, k) for k in ("image_size", "num_frames", "codec_factor", "heatmap_sigma", "text_dim", "dim", "layers", "heads", "window", "sink", "num_steps", "shift")}
     return World(
         SpritesDrag(cfg.image_size, cfg.num_frames),
         SpritesDrag(cfg.image_size, cfg.num_frames, split="heldout"),
@@ -72,7 +72,7 @@ def build_world(cfg) -> World:
 
 def student_from_teacher(teacher_dir: str | Path, cfg) -> CausalWan:
     """The causal student initialized with the teacher's weights (its control channels included)."""
-    return CausalWan.from_pretrained(teacher_dir, extra_in_channels=0, window=cfg.window)
+    return CausalWan.from_pretrained(teacher_dir, extra_in_channels=0, window=cfg.window, sink=cfg.sink)
 
 
 class _Stage:

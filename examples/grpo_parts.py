@@ -28,6 +28,7 @@ class FlowPolicyConf:
     """What every policy config shares: the KV window and the stochastic step of ``FlowPolicy``."""
 
     window: int = 7  # KV window in frames (current one included)
+    sink: int | None = None  # first frames kept in every window (None: as saved with the model)
     sde: str = "cps"  # stochastic step: cps (coefficient-preserving) | flow_grpo (Euler-Maruyama: excess noise at 3 steps)
     eta: float = 0.5  # noise scale: fresh noise fraction in (0, 1] (cps) or Flow-GRPO's eta (flow_grpo)
     sigma_cap: float = 0.99  # sigma cap inside the diffusion coefficient (flow_grpo)
@@ -189,7 +190,7 @@ def build_policy(cfg, codec):
     if cfg.kind == "sprites_student":
         from policies.text_encoder import HashTextEncoder
 
-        model = CausalWan.from_pretrained(path, window=cfg.window)
+        model = CausalWan.from_pretrained(path, window=cfg.window, sink=cfg.sink)
         encoder = ControlEncoder(codec, HashTextEncoder(dim=cfg.text_dim), mask_channels=4, heatmap_sigma=cfg.heatmap_sigma)
     else:
         from policies.image_encoder import CLIPImageEncoder
@@ -197,7 +198,7 @@ def build_policy(cfg, codec):
 
         dtype = getattr(torch, cfg.dtype)
         extra = None if (path / "causal_config.json").exists() else cfg.extra_in_channels
-        model = CausalWan.from_pretrained(path, extra_in_channels=extra, window=cfg.window, torch_dtype=dtype)
+        model = CausalWan.from_pretrained(path, extra_in_channels=extra, window=cfg.window, sink=cfg.sink, torch_dtype=dtype)
         text = UMT5TextEncoder.from_pretrained(cfg.text_encoder_path, cfg.tokenizer_path)
         image = CLIPImageEncoder.from_pretrained(cfg.image_encoder_path) if cfg.image_encoder_path else None
         encoder = ControlEncoder(codec, text, image, mask_channels=4, heatmap_sigma=cfg.heatmap_sigma)

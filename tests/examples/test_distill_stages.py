@@ -16,7 +16,7 @@ from rldiff.parallel import ema_decay_warmup  # noqa: E402
 def tiny_cfg(**over) -> SimpleNamespace:
     cfg = dict(
         image_size=16, num_frames=3, codec_factor=4, heatmap_sigma=1.5, text_dim=8, dim=16, layers=1, heads=2,
-        window=2, num_steps=3, shift=3.0, seed=0, batch_size=2, teacher_lr=1e-3, teacher_ema=0.5, checkpoint_every=2,
+        window=2, sink=1, num_steps=3, shift=3.0, seed=0, batch_size=2, teacher_lr=1e-3, teacher_ema=0.5, checkpoint_every=2,
     )  # fmt: skip
     cfg.update(over)
     return SimpleNamespace(**cfg)
