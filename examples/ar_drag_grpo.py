@@ -39,7 +39,7 @@ from envs import ARVideoDenoisingVectorEnv, EnvCollector
 from grpo_parts import build_policy, build_reward, build_tracker, register_groups
 from rldiff import distributed as dist_utils
 from rldiff.trainer import GRPOTrainer
-from sprites_eval import tracking_stats
+from sprites_eval import sprite_offset, tracking_stats
 from visualize import draw_tracks, plot_metrics, save_video_grid
 
 
@@ -93,12 +93,17 @@ register_parallel(cs)
 
 
 @torch.no_grad()
-def evaluate(trainer, control, codec, tracker, seed: int) -> tuple[dict, Any]:
-    """Deterministic (ODE) rollouts on held-out controls: trajectory error, quality, reward (every rank, same numbers)."""
+def evaluate(trainer, control, codec, tracker, seed: int, sprites: bool = False) -> tuple[dict, Any]:
+    """Deterministic (ODE) rollouts on held-out controls: trajectory error, quality, reward (every rank, same numbers).
+
+    ``sprites``: also the tracker-free ``sprite_offset`` (Sprites-Drag worlds).
+    """
     mask = torch.zeros(trainer.collector.num_frames, trainer.collector.num_steps, dtype=torch.bool)  # [F, N]
     rollout = trainer.rollout(control, 1, mask, torch.Generator().manual_seed(seed))
     video = codec.decode(rollout["clean"]).clamp(0, 1)  # [B, T, 3, H, W]
     row, tracks = tracking_stats(video, control, tracker)
+    if sprites:
+        row["sprite_offset"] = sprite_offset(video, control)
     row["reward"] = float(rollout["reward"].sum(1).mean())
     if "reward_terms" in rollout.keys():
         for name, value in rollout["reward_terms"].items():
@@ -144,6 +149,7 @@ def main(cfg: ARDragGRPOConfig) -> dict:
     collector = EnvCollector(env)
     tracker = build_tracker(cfg.reward)
     eval_control = heldout.heldout_controls().index(list(range(cfg.trainer.eval_clips)))
+    sprites = cfg.reward.kind == "sprites"  # the world is Sprites-Drag: add the tracker-free sprite offset
 
     # The trainer (under torchrun: gradients synced by cfg.parallel, rank 0 checkpoints full tensors)
     grpo = OmegaConf.to_container(cfg.grpo)
@@ -157,7 +163,7 @@ def main(cfg: ARDragGRPOConfig) -> dict:
     if not dist_utils.any_flag(not before_path.exists()):  # every rank decides alike (rank 0 writes it below)
         before = json.loads(before_path.read_text())
     else:
-        before, (video, tracks) = evaluate(trainer, eval_control, codec, tracker, cfg.trainer.seed + 1)
+        before, (video, tracks) = evaluate(trainer, eval_control, codec, tracker, cfg.trainer.seed + 1, sprites)
         if is_main():
             before_path.write_text(json.dumps(before, indent=2))
             save_video_grid(out / "videos_before.gif", draw(video, tracks, eval_control, cfg.trainer.video_clips))
@@ -185,7 +191,7 @@ def main(cfg: ARDragGRPOConfig) -> dict:
         plot_metrics(out / "plots.png", logger.rows, plot_keys)
 
     # Evaluate after RL
-    after, (video, tracks) = evaluate(trainer, eval_control, codec, tracker, cfg.trainer.seed + 1)
+    after, (video, tracks) = evaluate(trainer, eval_control, codec, tracker, cfg.trainer.seed + 1, sprites)
     if not is_main():
         return {"before": before, "after": after}
     save_video_grid(out / "videos_after.gif", draw(video, tracks, eval_control, cfg.trainer.video_clips))

@@ -175,9 +175,37 @@ class SpritesQualityReward(StreamingReward):
         self._reference = ref
         self._ref_gradient = rms_gradient(ref)  # [B]
 
-    def _step(self, frames: Tensor, control: Control, start: int) -> dict[str, Tensor]:
+    def _check_frames(self, frames: Tensor) -> None:
         if frames.shape[-2:] != self._reference.shape[-2:]:
             raise ValueError(f"frames must be {tuple(self._reference.shape[-2:])} like the reference, got {tuple(frames.shape[-2:])}")
+
+    def _template_ssd(self, frames: Tensor) -> Tensor:
+        """Masked SSD of every reference template at every position of the upsampled ``frames [B, t, 3, H, W]`` -> ``[B, t, K, H', W']``."""
+        b, t = frames.shape[:2]
+        up = F.interpolate(frames.float().flatten(0, 1), scale_factor=self.upsample, mode="bilinear", align_corners=False)  # [B*t, 3, uH, uW]
+        return masked_ssd(up.reshape(b, t, *up.shape[1:]), self._templates, self._mask)
+
+    def locate(self, frames: Tensor) -> Tensor:
+        """Where each sprite's reference template matches best: ``frames [B, t, 3, H, W]`` -> positions ``[B, t, K, 2]``.
+
+        Normalized (x, y) of the best-match template centre, to ``1 / upsample`` of
+        a pixel; call ``reset(control)`` first. A tracker-free reading of where
+        the sprites are (the search covers the whole frame, so it never drifts or
+        loses a sprite, but it can jump to a look-alike).
+        """
+        if not hasattr(self, "_templates"):
+            raise RuntimeError("SpritesQualityReward.locate called before reset(control)")
+        self._check_frames(frames)
+        ssd = self._template_ssd(frames)  # [B, t, K, H', W']
+        width = ssd.shape[-1]
+        best = ssd.flatten(3).argmin(dim=-1)  # [B, t, K]
+        half = self._mask.shape[0] // 2
+        fine = frames.shape[-1] * self.upsample
+        xy = torch.stack([best % width, best // width], dim=-1).float() + half + 0.5  # [B, t, K, 2] search pixels
+        return xy / fine
+
+    def _step(self, frames: Tensor, control: Control, start: int) -> dict[str, Tensor]:
+        self._check_frames(frames)
         frames = frames.float()
         b, t = frames.shape[:2]
         # background: a low quantile of the per-pixel error ignores the pixels sprites occupy
@@ -187,8 +215,7 @@ class SpritesQualityReward(StreamingReward):
         ratio = (rms_gradient(frames) + 1e-6) / (self._ref_gradient[:, None] + 1e-6)  # [B, t]
         sharpness = (ratio / self.sharpness_target).clamp(0.0, 1.0)  # [B, t]
         # sprites: best match of each reference template anywhere in the frame
-        up = F.interpolate(frames.flatten(0, 1), scale_factor=self.upsample, mode="bilinear", align_corners=False)  # [B*t, 3, uH, uW]
-        ssd = masked_ssd(up.reshape(b, t, *up.shape[1:]), self._templates, self._mask)  # [B, t, K, H', W']
+        ssd = self._template_ssd(frames)  # [B, t, K, H', W']
         rmse = torch.sqrt(ssd.flatten(3).amin(dim=-1) / (3 * self._mask.sum()))  # [B, t, K]
         per_sprite = torch.exp(-(rmse - self.sprite_floor).clamp_min(0.0) / self.sprite_tolerance)  # [B, t, K]
         valid = self._valid[:, None].float()  # [B, 1, K]

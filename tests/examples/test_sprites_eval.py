@@ -9,7 +9,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
 
-from sprites_eval import trajectory_error, tracking_stats  # noqa: E402
+from sprites_eval import sprite_offset, trajectory_error, tracking_stats  # noqa: E402
 
 from rewards.trackers import LucasKanadeTracker  # noqa: E402
 from rldiff.data.sprites import SpritesDrag  # noqa: E402
@@ -38,3 +38,13 @@ def test_tracking_stats_tell_motion_from_a_frozen_video():
     assert 0.0 < stats["lost_fraction"] < 1.0
     assert stats["trajectory_error"] > stats["position_error"]
     assert trajectory_error(noisy, control, tracker)[0] == stats["trajectory_error"]
+
+
+def test_sprite_offset_sees_sprites_where_they_are_drawn():
+    videos, control = heldout()
+    assert sprite_offset(videos, control) < 0.025  # ground truth: resampling and rotation only
+    # a frozen video: every sprite stays at its start, whatever a tracker would report
+    frozen = sprite_offset(videos[:, :1].expand_as(videos).contiguous(), control)
+    shown = control.visibility[:, 1:]
+    from_start = float((control.trajectory - control.trajectory[:, :1]).norm(dim=-1)[:, 1:][shown].mean())
+    assert abs(frozen - from_start) < 0.02

@@ -141,3 +141,27 @@ def test_bad_arguments_and_sizes(reward, data):
     reward.reset(control)
     with pytest.raises(ValueError, match="frames"):
         reward.step(torch.zeros(16, 1, 3, 16, 16))
+
+
+def test_locate_finds_each_sprite_where_it_is_drawn(data, reward):
+    scene, video, control = data
+    reward.reset(control)
+    found = reward.locate(video)  # [B, T, K, 2]
+    assert found.shape == (*video.shape[:2], control.trajectory.shape[2], 2)
+    err = (found - control.trajectory).norm(dim=-1)[control.visibility]
+    assert float(err.median()) < 0.02  # within about half a pixel of the centre (32 px frames)
+    # shift every frame 3 pixels right and 2 down: the found positions move with it, to a quarter pixel
+    moved = torch.roll(video, shifts=(2, 3), dims=(-2, -1))
+    shift = (found - reward.locate(moved)).neg()
+    inside = control.visibility & (control.trajectory > 0.25).all(-1) & (control.trajectory < 0.75).all(-1)
+    assert torch.allclose(shift[inside], torch.tensor([3 / 32, 2 / 32]).expand_as(shift[inside]), atol=0.5 / 64 + 1e-6)
+
+
+def test_locate_needs_reset_and_frames_of_the_reference_size(data):
+    _, video, control = data
+    fresh = SpritesQualityReward()
+    with pytest.raises(RuntimeError, match="before reset"):
+        fresh.locate(video)
+    fresh.reset(control)
+    with pytest.raises(ValueError, match=r"frames must be \(32, 32\) like the reference, got \(16, 16\)"):
+        fresh.locate(video[..., :16, :16])
