@@ -8,6 +8,10 @@ of lost points, ``position_error`` (where the tracker left each point, lost or
 not), and the per-point hinge ``mean_k max(0, alpha - e_k) / alpha`` over
 frames t >= 1 for the two lost-track rules and several alphas (1 = perfect).
 A reward that ranks ``frozen`` above ``student`` pulls GRPO towards freezing.
+A second table splits the error by frame: where Lucas-Kanade reports each point
+against where a template search over the whole frame finds its sprite
+(``SpritesQualityReward.locate``). A tracker error that grows frame by frame
+while the template distance stays flat is tracker drift, not misplaced sprites.
 
     python benchmarks/reward_ranking.py
     python benchmarks/reward_ranking.py --clips 32 --checkpoint runs/x/checkpoints/ckpt-00000150
@@ -32,6 +36,7 @@ from sprites_eval import eval_queries, generate_bidirectional, generate_causal, 
 
 from policies.causal_wan import CausalWan  # noqa: E402
 from policies.teacher import BidirectionalWan  # noqa: E402
+from rewards.sprites import SpritesQualityReward  # noqa: E402
 from rewards.trackers import LucasKanadeTracker  # noqa: E402
 from rewards.trajectory import trajectory_hinge  # noqa: E402
 from rldiff.flow import shifted_sigmas  # noqa: E402
@@ -78,6 +83,9 @@ def main() -> None:
             rows[f"GRPO {ckpt.parent.parent.name}/{ckpt.name}"] = decode(generate_causal(load_grpo_student(ckpt), cond, noise, sigmas)[0])
 
     tracker = LucasKanadeTracker()
+    quality = SpritesQualityReward()
+    quality.reset(control)  # its templates locate the sprites (SpritesQualityReward.locate)
+    drift = {}
     # one LK pass per video serves both: the hinge counts only points visible at frame 0 (its queries, the same ones)
     queries = eval_queries(control)
     hinge_target = control.visibility & control.visibility[:, :1]  # [B, T, K]
@@ -94,6 +102,22 @@ def main() -> None:
                 r = trajectory_hinge(tracks, vis, control.trajectory, hinge_target, 1.0 / a, a, per_point=True, lost=rule)
                 cells.append(f"{float(r[:, 1:][scored].mean()):.3f}")
         print(f"| {name} | {stats['trajectory_error']:.4f} | {stats['lost_fraction']:.3f} | {stats['position_error']:.4f} | " + " | ".join(cells) + " |")
+        drift[name] = (per_frame(tracks, control), per_frame(quality.locate(video), control))
+
+    # per frame: where Lucas-Kanade reports each point vs where template search finds its sprite
+    frames = range(1, videos.shape[1])
+    print(f"\n| video | located by | {' | '.join(f't={t}' for t in frames)} |")
+    print("|---|---|" + "---|" * len(frames))
+    for name, (lk, found) in drift.items():
+        for how, err in (("Lucas-Kanade", lk), ("template search", found)):
+            print(f"| {name} | {how} | " + " | ".join(f"{float(err[t]):.3f}" for t in frames) + " |")
+
+
+def per_frame(positions: torch.Tensor, control) -> torch.Tensor:
+    """Mean distance of ``positions [B, T, K, 2]`` to the targets over target-visible points, per frame ``[T]``."""
+    dist = (positions - control.trajectory).norm(dim=-1)  # [B, T, K]
+    shown = control.visibility.float()
+    return (dist * shown).sum(dim=(0, 2)) / shown.sum(dim=(0, 2)).clamp_min(1.0)
 
 
 if __name__ == "__main__":
