@@ -65,7 +65,7 @@ class DistillConfig:
     sink: int = 1  # first frames kept in every window: frame 0 holds the reference image (the only conditioning on it)
     teacher_iterations: int = 8000  # teacher flow-matching steps (quality still rose from 3000 to 8000)
     teacher_lr: float = 5e-4  # teacher AdamW learning rate
-    teacher_ema: float = 0.999  # decay of the teacher's weight EMA, the exported teacher (0: export the raw weights)
+    teacher_ema: float = 0.999  # decay of the teacher's weight EMA (warmed up as min(decay, (1+n)/(10+n))), the exported teacher; 0: raw weights
     teacher_path: str | None = None  # an existing teacher dir: skip stage 1
     batch_size: int = 8  # clips per step
     distill_iterations: int = 400  # distillation iterations (critic steps)
