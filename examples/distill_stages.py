@@ -9,8 +9,8 @@ any number of processes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import copy
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch

@@ -86,8 +86,16 @@ def stats_of_tracks(tracks: Tensor, vis: Tensor, control: Control) -> dict:
     return {
         "trajectory_error": float(counted.mean()),
         "lost_fraction": float(lost[target].float().mean()),
-        "position_error": float(dist[target].mean()),
+        "position_error": mean_offset(tracks, control),
     }
+
+
+def mean_offset(positions: Tensor, control: Control) -> float:
+    """Mean distance (normalized) of ``positions [B, T, K, 2]`` to the targets over target-visible points, frames t >= 1."""
+    target = control.visibility[:, 1:]  # [B, T-1, K]
+    if not bool(target.any()):
+        return float("nan")
+    return float((positions - control.trajectory).norm(dim=-1)[:, 1:][target].mean())
 
 
 def sprite_offset(video: Tensor, control: Control, quality=None) -> float:
@@ -103,11 +111,7 @@ def sprite_offset(video: Tensor, control: Control, quality=None) -> float:
 
     quality = quality if quality is not None else SpritesQualityReward()
     quality.reset(control)
-    positions = quality.locate(video.clamp(0, 1))  # [B, T, K, 2]
-    target = control.visibility[:, 1:]  # [B, T-1, K]
-    if not bool(target.any()):
-        return float("nan")
-    return float((positions - control.trajectory).norm(dim=-1)[:, 1:][target].mean())
+    return mean_offset(quality.locate(video.clamp(0, 1)), control)
 
 
 def evaluate(name: str, latents: Tensor, seconds_per_frame: float, control: Control, codec, tracker, quality) -> dict:
