@@ -9,6 +9,7 @@ hung peer raises instead of blocking forever.
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 from typing import Iterable
 
@@ -43,8 +44,14 @@ def init_from_env(backend: str | None = None, timeout_s: float = 300.0) -> bool:
 
 
 def destroy() -> None:
-    """Leave the process group (no-op without one)."""
+    """Leave the process group (no-op without one).
+
+    Unreachable wrappers (DDP, FSDP2) that still hold the group are collected
+    first: gloo aborted the process ("terminate called without an active
+    exception") now and then when such a wrapper outlived the group.
+    """
     if is_distributed():
+        gc.collect()
         dist.destroy_process_group()
 
 

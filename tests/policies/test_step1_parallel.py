@@ -21,6 +21,7 @@ from policies.causal_wan import CausalWan
 from policies.distill_rollouts import SelfRollout
 from policies.step1 import Distiller, WorldBatch
 from policies.teacher import BidirectionalWan, tiny_wan_config
+from rldiff import distributed as dist_utils
 from rldiff.flow import shifted_sigmas
 from rldiff.parallel import DDP, FSDP2, ManualAllReduce
 
@@ -96,7 +97,7 @@ def worker(rank: int, port: int, teacher_dir: str, out_dir: str):
             got = three_iterations(teacher_dir, cls(), rank, 2)
             torch.save(got, os.path.join(out_dir, f"{name}{rank}.pt"))
     finally:
-        dist.destroy_process_group()
+        dist_utils.destroy()
 
 
 @pytest.fixture(scope="module")

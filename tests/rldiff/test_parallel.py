@@ -8,6 +8,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from rldiff import distributed as dist_utils
 from rldiff.checkpoint import latest_checkpoint, load_tensors
 from rldiff.parallel import DDP, FSDP2, ManualAllReduce
 from rldiff.stochasticity import AllSteps
@@ -77,7 +78,7 @@ def worker(rank: int, port: int, out_dir: str):
             torch.save({"state": state, "exp_avg0": opt["state"][0]["exp_avg"], "iteration": resumed.iteration}, os.path.join(out_dir, "from1.pt"))
         resumed.step()  # and trains on (writing ckpt-00000002)
     finally:
-        dist.destroy_process_group()
+        dist_utils.destroy()
 
 
 @pytest.fixture(scope="module")
