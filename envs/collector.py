@@ -38,6 +38,9 @@ class EnvCollector:
     Args:
         env: the vector env. A call with another ``R`` than ``env.num_envs``
             uses (and caches) ``env.resized(R)``, which shares the env's parts.
+        shared_noise: the G rollouts of a group start from one initial noise
+            (the env's ``shared_noise`` reset option), so they differ only in
+            the stochastic actions. False: every rollout draws its own.
 
     ``collect(policy, control, group_size, mask, generator)``: ``control`` holds
     B rows; the env is reset with a seed drawn from ``generator`` (so the
@@ -47,10 +50,13 @@ class EnvCollector:
     the observation TensorDict ``[R]`` (keys of :mod:`envs.spaces`, scalars ``[R]``).
     """
 
-    def __init__(self, env: ARVideoDenoisingVectorEnv):
+    def __init__(self, env: ARVideoDenoisingVectorEnv, shared_noise: bool = False):
         if not isinstance(env, ARVideoDenoisingVectorEnv):
             raise TypeError(f"env must be an envs.ARVideoDenoisingVectorEnv, got {type(env).__name__}")
+        if not isinstance(shared_noise, bool):
+            raise TypeError(f"shared_noise must be a bool, got {shared_noise!r}")
         self.env = env
+        self.shared_noise = shared_noise
         self.num_frames = env.num_frames
         self.num_steps = env.num_steps
         self._envs: dict[int, ARVideoDenoisingVectorEnv] = {}
@@ -78,7 +84,7 @@ class EnvCollector:
         r = len(control) * group_size
         env = self.env_for(r)
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-        obs, _ = env.reset(seed=seed, options={"control": control, "group_size": group_size})
+        obs, _ = env.reset(seed=seed, options={"control": control, "group_size": group_size, "shared_noise": self.shared_noise})
         policy.reset(env.control)  # R rows, [B, G] order
         rows = torch.arange(r) // group_size  # [R]
         recorder = RolloutRecorder(group=rows, control_index=rows)

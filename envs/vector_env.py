@@ -13,6 +13,11 @@ gets ``control_source.sample(1, generator of row b*G)``, drawn after that
 row's noise. Hence row ``r`` equals a single :class:`ARVideoDenoisingEnv`
 reset with seed ``s + r`` and the same control (and with G = 1 and drawn
 controls, simply the single env with seed ``s + r``).
+
+``options["shared_noise"] = True`` starts every row of group ``b`` from row
+``b*G``'s initial noise (the other rows' generators draw none): the G
+rollouts of a group then differ only in the policy's stochastic actions, which
+is what GRPO credits (DanceGRPO shares the initial noise within a group).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from envs.spaces import action_space, control_observation, observation_space, ob
 
 __all__ = ["ARVideoDenoisingVectorEnv"]
 
-_OPTION_KEYS = {"control", "group_size", "reset_mask"}
+_OPTION_KEYS = {"control", "group_size", "reset_mask", "shared_noise"}
 
 
 class ARVideoDenoisingVectorEnv(EnvFace, VectorEnv):
@@ -49,7 +54,8 @@ class ARVideoDenoisingVectorEnv(EnvFace, VectorEnv):
             ``step``/``reset`` (the collector's lean path).
 
     ``reset(seed, options)``: ``options["control"]`` is a ``Control`` of
-    ``B = R / G`` rows; ``options["reset_mask"]`` (sent by torchrl) must be
+    ``B = R / G`` rows; ``options["shared_noise"]`` (default False) gives the
+    rows of a group one initial noise; ``options["reset_mask"]`` (sent by torchrl) must be
     all-True or all-False since rows run in lockstep. ``step(actions [R, C, H, W])``
     returns rewards ``[R]`` (0 except on a frame's last step, where ``info``
     holds ``"frame"`` and ``"reward_terms"`` ``{name: [R]}``), terminations
@@ -137,8 +143,14 @@ class ARVideoDenoisingVectorEnv(EnvFace, VectorEnv):
             if not mask.all():
                 raise ValueError("reset_mask: rows run in lockstep, so a partial reset is not supported; reset all rows")
         group_size = self._check_group_size(options.get("group_size", self.group_size))
+        shared = options.get("shared_noise", False)
+        if not isinstance(shared, bool):
+            raise ValueError(f"options['shared_noise'] must be a bool, got {shared!r}")
         self._seed_rows(seed)
-        noise = draw_noise(self._generators, self.world.snapshot_shape)  # [R, F, C, H, W]
+        if shared:  # row b*G draws, the group repeats it
+            noise = draw_noise(self._generators[::group_size], self.world.snapshot_shape).repeat_interleave(group_size, dim=0)
+        else:
+            noise = draw_noise(self._generators, self.world.snapshot_shape)  # [R, F, C, H, W]
         num_controls = self.num_envs // group_size
         control = options.get("control")
         if control is None:

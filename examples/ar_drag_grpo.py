@@ -146,13 +146,13 @@ def main(cfg: ARDragGRPOConfig) -> dict:
         cfg.grpo.num_controls * cfg.grpo.group_size, control_source=controls, codec=codec, reward=reward,
         num_steps=cfg.policy.num_steps, shift=cfg.policy.shift,
     )  # fmt: skip
-    collector = EnvCollector(env)
+    grpo = OmegaConf.to_container(cfg.grpo)
+    collector = EnvCollector(env, shared_noise=grpo.pop("shared_noise"))
     tracker = build_tracker(cfg.reward)
     eval_control = heldout.heldout_controls().index(list(range(cfg.trainer.eval_clips)))
     sprites = cfg.reward.kind == "sprites"  # the world is Sprites-Drag: add the tracker-free sprite offset
 
     # The trainer (under torchrun: gradients synced by cfg.parallel, rank 0 checkpoints full tensors)
-    grpo = OmegaConf.to_container(cfg.grpo)
     trainer = GRPOTrainer(
         policy, collector, controls, instantiate(cfg.schedule), **grpo, parallel=instantiate(cfg.parallel),
         seed=cfg.trainer.seed, checkpoint_dir=out / "checkpoints", checkpoint_every=cfg.trainer.checkpoint_every,

@@ -98,6 +98,7 @@ class SpritesRewardConf:
     lam: float = 20.0  # hinge scale
     alpha: float = 0.05  # hinge margin (squared normalized distance)
     per_point: bool = True  # hinge each track separately: lam * mean_k max(0, alpha - e_k)
+    increments: bool = False  # score frame t by the hinge's change since frame t-1 (the tracks accumulate drift)
     lost: str = "stale"  # a track the tracker lost: stale (scored where last found) | miss (error alpha: favours freezing)
     quality_weight: float = 1.0  # weight of the quality term
     quality_log: bool = True  # train on log(quality) (sprites: a product of factors, tiny for a few-step student)
@@ -125,6 +126,7 @@ class GRPOConf:
     lr: float = 1e-4  # AdamW learning rate (Sprites-Drag student; AR-Drag used 1e-5 on Wan 1.3B)
     num_controls: int = 4  # B, controls per iteration
     group_size: int = 8  # G, rollouts per control
+    shared_noise: bool = False  # a group's rollouts share the initial noise (differ only in the SDE steps); EnvCollector setting
     gamma: float = 0.0  # reward-to-go discount over frames
     clip_range: float = 2e-3  # PPO clip epsilon
     adv_clip: float = 5.0  # advantage clamp
@@ -160,9 +162,11 @@ def build_tracker(cfg):
 
 def build_reward(cfg):
     """The composite reward of the ``reward`` group."""
-    from rewards import AestheticReward, CompositeReward, LogReward, TrajectoryHingeReward
+    from rewards import AestheticReward, CompositeReward, IncrementReward, LogReward, TrajectoryHingeReward
 
     trajectory = TrajectoryHingeReward(build_tracker(cfg), lam=cfg.lam, alpha=cfg.alpha, per_point=cfg.per_point, lost=cfg.lost)
+    if cfg.increments:
+        trajectory = IncrementReward(trajectory)
     if cfg.kind == "sprites":
         from rewards.sprites import SpritesQualityReward
 

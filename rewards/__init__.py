@@ -19,7 +19,7 @@ from rewards.registry import available_rewards, get_reward_factory, instantiate_
 from rewards.sprites import SpritesQualityReward
 from rewards.trackers import CoTrackerTracker, LucasKanadeTracker
 from rewards.trajectory import TrajectoryHingeReward, trajectory_hinge
-from rewards.transforms import LogReward
+from rewards.transforms import IncrementReward, LogReward
 
 register_reward("sprites_quality")(SpritesQualityReward)
 
@@ -28,6 +28,7 @@ __all__ = [
     "CoTrackerTracker",
     "CompositeReward",
     "FrameReward",
+    "IncrementReward",
     "LaionAestheticHead",
     "LogReward",
     "LucasKanadeTracker",

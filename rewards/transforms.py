@@ -10,7 +10,7 @@ from rewards.registry import register_reward
 from rldiff.protocols import Reward
 from rldiff.types import Control
 
-__all__ = ["LogReward"]
+__all__ = ["LogReward", "IncrementReward"]
 
 
 @register_reward("log")
@@ -47,3 +47,43 @@ class LogReward(StreamingReward):
         if bool((value < 0).any()):
             raise ValueError(f"LogReward: the inner reward must be >= 0, got a minimum of {float(value.min()):.4g}")
         return {**out, "reward": torch.log(value.clamp_min(self.floor)), "value": value}
+
+
+@register_reward("increment")
+class IncrementReward(StreamingReward):
+    """``r_t - r_{t-1}`` of the inner reward (``r_{-1} = 0``), per pixel frame; the inner components pass through.
+
+    For a reward that accumulates along the video, such as a chained tracker's
+    distance to the target (a point it lost at frame 3 stays lost at frame 7),
+    frame t's value is mostly what earlier frames did. With per-frame GRPO
+    advantages (``gamma = 0``) every later action would then be credited with
+    the luck of the earlier ones; the increment credits frame t only with the
+    change it made. The increments telescope: their sum over frames is the last
+    frame's inner reward, and ``gamma = 1`` returns ``r_last - r_{t-1}``.
+    The inner per-frame value is kept as component ``"value"`` (in place of an
+    inner component of that name).
+
+    Args:
+        reward: the inner reward.
+    """
+
+    def __init__(self, reward: Reward) -> None:
+        super().__init__()
+        if not isinstance(reward, Reward):
+            raise TypeError(f"IncrementReward: reward must be a Reward (score, reset, step), got {type(reward).__name__}")
+        self.inner = reward
+        self.name = f"increment_{getattr(reward, 'name', type(reward).__name__)}"
+        self._last: Tensor | None = None  # [B] the inner reward of the last frame seen
+
+    def _reset(self, control: Control) -> None:
+        self.inner.reset(control)
+        self._last = None
+
+    def _step(self, frames: Tensor, control: Control, start: int) -> dict[str, Tensor]:
+        b, t = frames.shape[:2]
+        out = check_reward_dict(self.inner.step(frames), b, t, "IncrementReward inner step")
+        value = out["reward"]  # [B, t]
+        last = torch.zeros_like(value[:, :1]) if self._last is None else self._last[:, None]  # [B, 1]
+        previous = torch.cat([last, value[:, :-1]], dim=1)  # [B, t]
+        self._last = value[:, -1]
+        return {**out, "reward": value - previous, "value": value}

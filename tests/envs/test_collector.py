@@ -70,6 +70,25 @@ def test_reproducible_from_generator_and_schedules(collector, policy_cls):
     assert ode["steps"].batch_size == (2, 0) and ode["reward"].shape == (2, f)
 
 
+def test_shared_noise_rollouts_differ_only_by_the_actions(small_env_kwargs, policy_cls):
+    env = envs.ARVideoDenoisingVectorEnv(1, **small_env_kwargs)
+    shared = envs.EnvCollector(env, shared_noise=True)
+    f, n = shared.num_frames, shared.num_steps
+    control = env.world.control_source.sample(2, torch.Generator().manual_seed(2))
+    ode = shared.collect(policy_cls(), control, 3, NoSteps().mask(f, n), torch.Generator().manual_seed(9))
+    clean = ode["clean"].reshape(2, 3, *ode["clean"].shape[1:])
+    assert torch.equal(clean[:, 0], clean[:, 1]) and torch.equal(clean[:, 0], clean[:, 2])  # deterministic steps: one video per group
+    assert not torch.equal(clean[0, 0], clean[1, 0])
+    sde = shared.collect(policy_cls(), control, 3, AllSteps().mask(f, n), torch.Generator().manual_seed(9))
+    latent = sde["steps", "latent"]  # [R, S, C, H, W]: the first step's input is the initial noise of frame 0
+    assert torch.equal(latent[0, 0], latent[1, 0]) and torch.equal(latent[0, 0], latent[2, 0])
+    assert not torch.equal(sde["clean"][0], sde["clean"][1])  # the stochastic steps tell them apart
+    own = envs.EnvCollector(env).collect(policy_cls(), control, 3, NoSteps().mask(f, n), torch.Generator().manual_seed(9))
+    assert not torch.equal(own["clean"][0], own["clean"][1])
+    with pytest.raises(TypeError, match="shared_noise must be a bool, got 1"):
+        envs.EnvCollector(env, shared_noise=1)
+
+
 def test_bad_mask_raises(collector, policy_cls):
     control = collector.env.world.control_source.sample(1, torch.Generator().manual_seed(2))
     with pytest.raises(ValueError, match=r"mask must be a bool tensor \[F, N\] = \(4, 3\)"):

@@ -66,6 +66,20 @@ def test_drawn_controls_follow_the_group_layout(small_env_kwargs):
     assert not torch.equal(obs2["snapshot"], obs["snapshot"])
 
 
+def test_shared_noise_gives_a_group_one_initial_noise(small_env_kwargs):
+    venv = envs.ARVideoDenoisingVectorEnv(6, group_size=3, **small_env_kwargs)
+    own, _ = venv.reset(seed=20)
+    shared, _ = venv.reset(seed=20, options={"shared_noise": True})
+    snap = shared["snapshot"]  # [R, F, C, H, W]
+    for b in range(2):  # every row of group b starts from row b*G's own noise, drawn by the same generator
+        for g in range(3):
+            assert torch.equal(snap[3 * b + g], own["snapshot"][3 * b])
+    assert not torch.equal(snap[0], snap[3])  # groups still differ
+    assert torch.equal(shared["trajectory"], own["trajectory"])  # controls drawn as without sharing
+    with pytest.raises(ValueError, match=r"options\['shared_noise'\] must be a bool, got 'yes'"):
+        venv.reset(seed=20, options={"shared_noise": "yes"})
+
+
 def test_lockstep_resets_and_errors(small_env_kwargs):
     venv = envs.ARVideoDenoisingVectorEnv(2, **small_env_kwargs)
     obs, _ = venv.reset(seed=0)

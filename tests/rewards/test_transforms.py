@@ -1,11 +1,11 @@
-"""LogReward: the log of a positive reward, streamed like the inner one, with its components passed through."""
+"""LogReward and IncrementReward: transforms of another reward, streamed like the inner one, with its components passed through."""
 
 import math
 
 import pytest
 import torch
 
-from rewards import LogReward, SpritesQualityReward, make_reward
+from rewards import IncrementReward, LogReward, LucasKanadeTracker, SpritesQualityReward, TrajectoryHingeReward, make_reward
 from rldiff.data import SpritesDrag
 from rldiff.protocols import Reward
 
@@ -44,3 +44,34 @@ def test_floor_and_bad_input(data):
     with pytest.raises(TypeError, match="must be a Reward"):
         LogReward(object())
     assert isinstance(make_reward("log", reward=SpritesQualityReward()), LogReward)
+
+
+def test_increments_of_the_lk_hinge_streamed_and_offline(data):
+    video, control = data
+    shaken = torch.roll(video, shifts=(0, 2), dims=(-2, -1))  # the sprites off their targets from frame 0 on
+    shaken[:, 0] = video[:, 0]
+    hinge = TrajectoryHingeReward(LucasKanadeTracker(), lam=20.0, alpha=0.05, per_point=True)
+    inner = hinge.score(shaken, control)  # [B, T]
+    wrapped = IncrementReward(TrajectoryHingeReward(LucasKanadeTracker(), lam=20.0, alpha=0.05, per_point=True))
+    assert isinstance(wrapped, Reward)
+    out = wrapped.score_components(shaken, control)
+    torch.testing.assert_close(out["value"], inner)
+    torch.testing.assert_close(out["reward"][:, 0], inner[:, 0])  # r_{-1} = 0
+    torch.testing.assert_close(out["reward"][:, 1:], inner[:, 1:] - inner[:, :-1])
+    torch.testing.assert_close(out["reward"].sum(1), inner[:, -1])  # the increments telescope
+    assert bool((out["reward"][:, 1:] != 0).any())  # the shift moved the tracks: the test sees real increments
+    # streamed one frame at a time: the last value carries over between calls, and reset forgets it
+    for _ in range(2):
+        wrapped.reset(control)
+        chunks = [wrapped.step(shaken[:, t : t + 1])["reward"] for t in range(shaken.shape[1])]
+        torch.testing.assert_close(torch.cat(chunks, dim=1), out["reward"])
+
+
+def test_increments_pass_components_and_reject_non_rewards(data):
+    video, control = data
+    q = SpritesQualityReward().score_components(video, control)
+    out = IncrementReward(SpritesQualityReward()).score_components(video, control)
+    assert torch.equal(out["sprite"], q["sprite"]) and torch.equal(out["value"], q["reward"])
+    with pytest.raises(TypeError, match="IncrementReward: reward must be a Reward"):
+        IncrementReward(object())
+    assert isinstance(make_reward("increment", reward=SpritesQualityReward()), IncrementReward)
