@@ -1,9 +1,10 @@
 """AR-Drag Step 2: GRPO with selective stochasticity on the causal student, through the AR denoising env.
 
 Default: the bundled Sprites-Drag student on CPU, reward = per-track trajectory
-hinge (Lucas-Kanade tracks, a lost track scored where it was last found) +
-log Sprites quality, KL 0.1 to the start, coefficient-preserving stochastic
-steps, OneStepPerFrame. Outputs in the run
+hinge (Lucas-Kanade tracks, a lost track scored where it was last found; frame
+t scored by the hinge's change since frame t-1) + log Sprites quality, KL 0.1
+to the start, coefficient-preserving stochastic steps, OneStepPerFrame, the
+rollouts of a group from one initial noise. Outputs in the run
 directory: metrics.csv, tensorboard/, plots.png, videos before/after RL with
 target (white) and tracked (red) trajectories, eval.md / eval.json (held-out,
 before vs after RL), checkpoints/ (a killed run resumes; a finished one is not retrained).
@@ -172,7 +173,7 @@ def main(cfg: ARDragGRPOConfig) -> dict:
     if trainer.resume() and is_main():
         print(f"resumed from iteration {trainer.iteration}")
     logger = MetricsLogger(out, tensorboard=cfg.trainer.tensorboard, start_iteration=trainer.iteration) if is_main() else None
-    plot_keys = ["reward_mean", "reward/trajectory", "reward/quality", "reward/aesthetic", "clip_fraction", "approx_kl", "loss_kl", "grad_norm"]
+    plot_keys = ["reward_mean", "reward/trajectory", "reward/trajectory/value", "reward/quality", "reward/aesthetic", "clip_fraction", "approx_kl", "loss_kl", "grad_norm"]
     bar = tqdm(total=cfg.trainer.iterations, initial=trainer.iteration, desc="AR-Drag GRPO", dynamic_ncols=True, disable=not is_main())
     while trainer.iteration < cfg.trainer.iterations:
         metrics = trainer.step()

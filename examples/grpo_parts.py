@@ -92,13 +92,17 @@ class SpritesControlsConf:
 # ----------------------------------------------------------------------------- reward
 @dataclass
 class SpritesRewardConf:
-    """R = lam * mean_k max(0, alpha - ||track_hat - track||^2) + quality_weight * log(Sprites quality)."""
+    """R = lam * mean_k max(0, alpha - ||track_hat - track||^2) + quality_weight * log(Sprites quality).
+
+    With ``increments`` (default) frame t's trajectory term is the hinge's change since frame t-1
+    (``rewards.IncrementReward``); the hinge itself is logged as ``trajectory/value``.
+    """
 
     kind: str = "sprites"  # which builder (do not override)
     lam: float = 20.0  # hinge scale
     alpha: float = 0.05  # hinge margin (squared normalized distance)
     per_point: bool = True  # hinge each track separately: lam * mean_k max(0, alpha - e_k)
-    increments: bool = False  # score frame t by the hinge's change since frame t-1 (the tracks accumulate drift)
+    increments: bool = True  # score frame t by the hinge's change since frame t-1 (a chained tracker's error accumulates)
     lost: str = "stale"  # a track the tracker lost: stale (scored where last found) | miss (error alpha: favours freezing)
     quality_weight: float = 1.0  # weight of the quality term
     quality_log: bool = True  # train on log(quality) (sprites: a product of factors, tiny for a few-step student)
@@ -126,7 +130,7 @@ class GRPOConf:
     lr: float = 1e-4  # AdamW learning rate (Sprites-Drag student; AR-Drag used 1e-5 on Wan 1.3B)
     num_controls: int = 4  # B, controls per iteration
     group_size: int = 8  # G, rollouts per control
-    shared_noise: bool = False  # a group's rollouts share the initial noise (differ only in the SDE steps); EnvCollector setting
+    shared_noise: bool = True  # a group's rollouts share the initial noise, so they differ only in the SDE steps (EnvCollector)
     gamma: float = 0.0  # reward-to-go discount over frames
     clip_range: float = 2e-3  # PPO clip epsilon
     adv_clip: float = 5.0  # advantage clamp

@@ -35,6 +35,7 @@ def test_job_writes_metrics_plot_videos_checkpoint_and_table(tmp_path):
     proc = run(f"hydra.run.dir={out}", "trainer.iterations=2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(rows(out / "metrics.csv")) == 2
+    assert {"reward/trajectory", "reward/trajectory/value", "reward/quality"} <= set(rows(out / "metrics.csv")[0])
     for name in ("plots.png", "videos_before.gif", "videos_after.gif", "eval.md", "eval.json", "eval_before.json"):
         assert (out / name).is_file(), name
     assert (out / "checkpoints" / "ckpt-00000002" / "policy.safetensors").is_file()
@@ -89,3 +90,20 @@ def test_quality_warning_flags_a_collapse_only():
     assert quality_warning({"quality": 0.065}, {"quality": 0.05}, 0.5) is None  # -23%: no warning
     assert "aesthetic fell by 60%" in quality_warning({"aesthetic": 5.0}, {"aesthetic": 2.0}, 0.5)
     assert quality_warning({"trajectory_error": 0.2}, {"trajectory_error": 0.1}, 0.5) is None  # no quality figure
+
+
+def test_defaults_credit_each_frame_with_its_own_change_and_share_the_group_noise():
+    from hydra import compose, initialize_config_dir
+
+    sys.path.insert(0, str(ROOT / "examples"))
+    import ar_drag_grpo  # noqa: F401  (registers the structured configs)
+    from grpo_parts import build_reward
+    from rewards import IncrementReward, TrajectoryHingeReward
+
+    with initialize_config_dir(config_dir=str(ROOT / "examples"), version_base=None):
+        cfg = compose("ar_drag_grpo")
+        plain = compose("ar_drag_grpo", overrides=["reward.increments=false"])
+    assert cfg.grpo.shared_noise is True
+    trajectory = build_reward(cfg.reward).rewards["trajectory"]
+    assert isinstance(trajectory, IncrementReward) and isinstance(trajectory.inner, TrajectoryHingeReward)
+    assert isinstance(build_reward(plain.reward).rewards["trajectory"], TrajectoryHingeReward)
