@@ -19,7 +19,7 @@ from rewards.registry import available_rewards, get_reward_factory, instantiate_
 from rewards.sprites import SpritesQualityReward
 from rewards.trackers import CoTrackerTracker, LucasKanadeTracker
 from rewards.trajectory import TrajectoryHingeReward, trajectory_hinge
-from rewards.transforms import IncrementReward, LogReward
+from rewards.transforms import IncrementReward, LogReward, RewardTransform
 
 register_reward("sprites_quality")(SpritesQualityReward)
 
@@ -32,6 +32,7 @@ __all__ = [
     "LaionAestheticHead",
     "LogReward",
     "LucasKanadeTracker",
+    "RewardTransform",
     "SpritesQualityReward",
     "StreamingReward",
     "TrajectoryHingeReward",
