@@ -16,16 +16,22 @@ __all__ = ["CompositeReward"]
 
 @register_reward("composite")
 class CompositeReward:
-    """``reward = sum_name weights[name] * rewards[name]``, per pixel frame.
+    """``reward = sum_name weights[name] * rewards[name]`` (+ weighted sub-components), per pixel frame.
 
     ``step`` (and ``score_components``) return ``{"reward": total, <name>: the
     component's unweighted reward, <name>/<key>: the component's own
     components}``, all ``[B, t]``. Components are called in the order given.
 
+    A weight keyed ``"<name>/<key>"`` adds that much of component ``name``'s own
+    component ``key`` to the total as well: ``{"trajectory/lost": -1.0}``
+    subtracts the share of tracks the trajectory reward's tracker lost, from the
+    same tracker pass (a component that does not return ``key`` is an error).
+
     Args:
         rewards: named rewards (a dict or any mapping, e.g. built by Hydra from
             nested ``_target_``s). Names must not be ``"reward"`` nor contain ``/``.
-        weights: weight per name (default 1.0 for every name not given).
+        weights: weight per name (default 1.0 for every name not given) and per
+            ``"<name>/<key>"`` sub-component (default: not added).
     """
 
     def __init__(self, rewards: Mapping[str, Reward], weights: Mapping[str, float] | None = None):
@@ -38,10 +44,14 @@ class CompositeReward:
             if not isinstance(reward, Reward):
                 raise TypeError(f"CompositeReward: component {name!r} is a {type(reward).__name__}, not a Reward (score, reset, step)")
         weights = dict(weights or {})
-        unknown = sorted(set(weights) - set(self.rewards))
+        unknown = sorted(k for k in weights if k.split("/", 1)[0] not in self.rewards or k.endswith("/") or k == "reward")
         if unknown:
-            raise ValueError(f"CompositeReward: weights name unknown components {unknown}; components are {sorted(self.rewards)}")
+            raise ValueError(
+                f"CompositeReward: weights name unknown components {unknown}; components are {sorted(self.rewards)} "
+                "(or '<component>/<key>' for a component's own key)"
+            )
         self.weights = {name: float(weights.get(name, 1.0)) for name in self.rewards}
+        self.sub_weights = {key: float(w) for key, w in weights.items() if "/" in key}  # "<name>/<key>" -> weight
 
     def _combine(self, parts: dict[str, dict[str, Tensor]]) -> dict[str, Tensor]:
         out: dict[str, Tensor] = {}
@@ -51,6 +61,12 @@ class CompositeReward:
             total = term if total is None else total + term
             out[name] = part["reward"]
             out.update({f"{name}/{key}": value for key, value in part.items() if key != "reward"})
+        for key, weight in self.sub_weights.items():
+            if key not in out:
+                name = key.split("/", 1)[0]
+                have = sorted(k.split("/", 1)[1] for k in out if k.startswith(name + "/"))
+                raise KeyError(f"CompositeReward: weights has {key!r} but component {name!r} returned only {have} besides 'reward'")
+            total = total + weight * out[key]
         return {"reward": total, **out}
 
     def reset(self, control: Control) -> None:

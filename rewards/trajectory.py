@@ -16,7 +16,7 @@ from rewards.registry import register_reward
 from rldiff.protocols import PointTracker
 from rldiff.types import Control, check_video
 
-__all__ = ["TrajectoryHingeReward", "trajectory_hinge", "hinge_queries", "LOST_RULES"]
+__all__ = ["TrajectoryHingeReward", "trajectory_hinge", "lost_fraction", "hinge_queries", "LOST_RULES"]
 
 LOST_RULES = ("miss", "stale")  # how a track the tracker reports lost is scored
 
@@ -71,6 +71,12 @@ def trajectory_hinge(
     return torch.where(count > 0, reward, torch.zeros_like(reward))
 
 
+def lost_fraction(tracker_visibility: Tensor, target_visibility: Tensor) -> Tensor:
+    """``[B, T]`` share of the counted points (``target_visibility [B, T, K]``) the tracker reports lost; 0 where none counts."""
+    lost = (target_visibility & ~tracker_visibility).sum(dim=-1)  # [B, T]
+    return lost.float() / target_visibility.sum(dim=-1).clamp(min=1).float()
+
+
 def hinge_queries(trajectory: Tensor, visibility: Tensor) -> tuple[Tensor, Tensor]:
     """Queries ``(0, trajectory[:, 0])`` ``[B, K, 3]`` and which of them count (visible at frame 0) ``[B, K]``.
 
@@ -103,6 +109,13 @@ class TrajectoryHingeReward(StreamingReward):
     mean squared miss of 10% of the image side scores 0. A frame with no
     counted track scores 0. ``per_point=True`` gives each track its own
     hinge, ``lam * mean_k max(0, alpha - e_k)`` (see :func:`trajectory_hinge`).
+
+    Besides ``"reward"`` every call returns the component ``"lost"``, the share of
+    the counted tracks the tracker reports lost on each frame
+    (:func:`lost_fraction`). With ``lost="stale"`` the hinge does not see a lost
+    track until its target moves away; a ``CompositeReward`` can weight the
+    component to penalise losing it on the frame it happens (its weight
+    ``"trajectory/lost"``).
 
     Offline (``score``) the tracker runs once over the video (its ``track``
     equals its online form for LK); streaming, ``step`` feeds the tracker
@@ -147,20 +160,22 @@ class TrajectoryHingeReward(StreamingReward):
         queries, self._counts = hinge_queries(control.trajectory, control.visibility)
         self.tracker.reset(queries)
 
-    def _score(self, tracks: Tensor, vis: Tensor, control: Control, counts: Tensor, start: int, t: int) -> Tensor:
-        """Hinge rewards ``[B, t]`` of pixel frames ``start .. start + t - 1`` from the tracker's output."""
+    def _score(self, tracks: Tensor, vis: Tensor, control: Control, counts: Tensor, start: int, t: int) -> dict[str, Tensor]:
+        """Hinge rewards and lost shares ``[B, t]`` of pixel frames ``start .. start + t - 1`` from the tracker's output."""
         check_tracks(tracks, vis, (control.batch_size, t, control.trajectory.shape[2]), type(self.tracker).__name__)
         traj = control.trajectory[:, start : start + t]  # [B, t, K, 2]
         target = control.visibility[:, start : start + t] & counts.unsqueeze(1)  # [B, t, K]
-        return trajectory_hinge(tracks.to(traj.device).float(), vis.to(traj.device), traj.float(), target, self.lam, self.alpha, self.per_point, self.lost)
+        vis = vis.to(traj.device)
+        reward = trajectory_hinge(tracks.to(traj.device).float(), vis, traj.float(), target, self.lam, self.alpha, self.per_point, self.lost)
+        return {"reward": reward, "lost": lost_fraction(vis, target)}
 
     def _step(self, frames: Tensor, control: Control, start: int) -> dict[str, Tensor]:
         self._check_trajectory(control, start + frames.shape[1], exact=False)
         tracks, vis = self.tracker.step(frames)
-        return {"reward": self._score(tracks, vis, control, self._counts, start, frames.shape[1]).to(frames.device)}
+        return {k: v.to(frames.device) for k, v in self._score(tracks, vis, control, self._counts, start, frames.shape[1]).items()}
 
     def score_components(self, video: Tensor, control: Control) -> dict[str, Tensor]:
-        """Offline: one ``tracker.track`` over the whole video -> ``{"reward": [B, T]}``."""
+        """Offline: one ``tracker.track`` over the whole video -> ``{"reward": [B, T], "lost": [B, T]}``."""
         check_video(video, "TrajectoryHingeReward.score: video")
         if not isinstance(control, Control):
             raise TypeError(f"TrajectoryHingeReward.score: control must be an rldiff.types.Control, got {type(control).__name__}")
@@ -169,4 +184,4 @@ class TrajectoryHingeReward(StreamingReward):
         self._check_trajectory(control, video.shape[1], exact=True)
         queries, counts = hinge_queries(control.trajectory, control.visibility)
         tracks, vis = self.tracker.track(video, queries.to(video.device))
-        return {"reward": self._score(tracks, vis, control, counts, 0, video.shape[1]).to(video.device)}
+        return {k: v.to(video.device) for k, v in self._score(tracks, vis, control, counts, 0, video.shape[1]).items()}

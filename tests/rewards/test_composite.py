@@ -81,6 +81,23 @@ def test_composite_sums_weighted_and_reports_components():
         assert torch.allclose(torch.cat([p[key] for p in parts], dim=1), out[key]), key
 
 
+def test_composite_weights_a_components_own_key():
+    video = torch.rand(2, 3, 3, 8, 8)
+    control = control_for(2, 3)
+    composite = CompositeReward({"bright": Brightness(), "index": FrameIndex()}, weights={"index": 0.5, "index/double": -0.25})
+    out = composite.score_components(video, control)
+    index = torch.arange(3.0).expand(2, 3)
+    assert torch.allclose(out["reward"], video.mean(dim=(2, 3, 4)) + 0.5 * index - 0.25 * 2 * index)
+    assert torch.equal(out["index/double"], 2 * index)  # still reported unweighted
+    composite.reset(control)
+    streamed = torch.cat([composite.step(video[:, :1])["reward"], composite.step(video[:, 1:])["reward"]], dim=1)
+    assert torch.allclose(streamed, out["reward"])
+    # a key the component does not return is named when the rewards come in
+    missing = CompositeReward({"bright": Brightness(), "index": FrameIndex()}, weights={"index/triple": 1.0})
+    with pytest.raises(KeyError, match=r"weights has 'index/triple' but component 'index' returned only \['double'\]"):
+        missing.score(video, control)
+
+
 def test_composite_with_the_hinge_over_lk(make_sprite_video):
     video, centres = make_sprite_video(frames=4)
     control = Control(trajectory=centres.unsqueeze(2), visibility=torch.ones(1, 4, 1, dtype=torch.bool), reference=video[:, 0], prompt=["sprite"])
@@ -94,6 +111,8 @@ def test_composite_with_the_hinge_over_lk(make_sprite_video):
 def test_composite_errors_name_the_culprit():
     with pytest.raises(ValueError, match=r"weights name unknown components \['motion'\]"):
         CompositeReward({"bright": Brightness()}, weights={"motion": 1.0})
+    with pytest.raises(ValueError, match=r"weights name unknown components \['motion/lost'\]"):
+        CompositeReward({"bright": Brightness()}, weights={"motion/lost": 1.0})
     with pytest.raises(ValueError, match="component name 'reward' is reserved"):
         CompositeReward({"reward": Brightness()})
     with pytest.raises(TypeError, match="component 'x' is a int, not a Reward"):

@@ -79,8 +79,13 @@ def test_streaming_equals_offline_by_hand():
     reward.reset(make_control(traj, target_vis))
     video = torch.rand(2, 3, 3, 16, 16)
     parts = [reward.step(video[:, :1]), reward.step(video[:, 1:])]
-    assert [set(p) for p in parts] == [{"reward"}, {"reward"}]
+    assert [set(p) for p in parts] == [{"reward", "lost"}, {"reward", "lost"}]
     assert torch.allclose(torch.cat([p["reward"] for p in parts], dim=1), expected, atol=1e-6)
+    # lost share of the counted points: row 0 lost 1 of 2 at frame 2; row 1 counts only point 0, never lost
+    lost = torch.tensor([[0.0, 0.0, 0.5], [0.0, 0.0, 0.0]])
+    assert torch.equal(torch.cat([p["lost"] for p in parts], dim=1), lost)
+    offline = TrajectoryHingeReward(KnownTracker(tracks, tracker_vis), lam=2.0, alpha=0.05).score_components(video, make_control(traj, target_vis))
+    assert torch.equal(offline["lost"], lost)
 
 
 def test_hinge_is_monotone_in_the_error():
