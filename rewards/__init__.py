@@ -15,6 +15,7 @@ weights.
 from rewards.aesthetic import AestheticReward, LaionAestheticHead, clip_preprocess
 from rewards.base import FrameReward, StreamingReward
 from rewards.composite import CompositeReward
+from rewards.consistency import TrackConsistencyReward
 from rewards.registry import available_rewards, get_reward_factory, instantiate_reward, make_reward, register_reward
 from rewards.sprites import SpritesQualityReward
 from rewards.trackers import CoTrackerTracker, LucasKanadeTracker
@@ -35,6 +36,7 @@ __all__ = [
     "RewardTransform",
     "SpritesQualityReward",
     "StreamingReward",
+    "TrackConsistencyReward",
     "TrajectoryHingeReward",
     "available_rewards",
     "clip_preprocess",
