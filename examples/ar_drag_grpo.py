@@ -40,7 +40,8 @@ from envs import ARVideoDenoisingVectorEnv, EnvCollector
 from grpo_parts import build_policy, build_reward, build_tracker, register_groups
 from rldiff import distributed as dist_utils
 from rldiff.trainer import GRPOTrainer
-from sprites_eval import sprite_offset, tracking_stats
+from rewards.sprites import SpritesQualityReward
+from sprites_eval import eval_queries, mean_offset, stats_of_tracks
 from visualize import draw_tracks, plot_metrics, save_video_grid
 
 
@@ -50,7 +51,8 @@ class TrainerConf:
 
     iterations: int = 150  # GRPO iterations
     checkpoint_every: int = 5  # iterations between checkpoints
-    eval_clips: int = 32  # held-out controls in the before/after table
+    eval_clips: int = 64  # held-out controls in the before/after table (Sprites-Drag holds out 64)
+    eval_draws: int = 3  # initial noises per held-out control (the table is over eval_clips * eval_draws videos)
     video_clips: int = 3  # held-out clips drawn in the before/after videos
     plot_every: int = 5  # iterations between plot refreshes
     seed: int = 0  # seeds controls, masks, noise
@@ -94,22 +96,45 @@ register_parallel(cs)
 
 
 @torch.no_grad()
-def evaluate(trainer, control, codec, tracker, seed: int, sprites: bool = False) -> tuple[dict, Any]:
+def evaluate(trainer, control, codec, tracker, seed: int, draws: int = 1, sprites: bool = False) -> tuple[dict, Any]:
     """Deterministic (ODE) rollouts on held-out controls: trajectory error, quality, reward (every rank, same numbers).
 
+    Each control is rolled out from ``draws`` initial noises, in chunks of the
+    env's rows; the figures are over all ``B * draws`` videos (one draw of 32
+    clips leaves several percent of noise in a before/after change).
     ``sprites``: also the tracker-free ``sprite_offset`` (Sprites-Drag worlds).
+    Returns the row and ``(video, tracks)`` of the first chunk of the first draw (for drawing).
     """
     mask = torch.zeros(trainer.collector.num_frames, trainer.collector.num_steps, dtype=torch.bool)  # [F, N]
-    rollout = trainer.rollout(control, 1, mask, torch.Generator().manual_seed(seed))
-    video = codec.decode(rollout["clean"]).clamp(0, 1)  # [B, T, 3, H, W]
-    row, tracks = tracking_stats(video, control, tracker)
-    if sprites:
-        row["sprite_offset"] = sprite_offset(video, control)
-    row["reward"] = float(rollout["reward"].sum(1).mean())
-    if "reward_terms" in rollout.keys():
-        for name, value in rollout["reward_terms"].items():
-            row[name] = float(value.mean())
-    return row, (video, tracks)
+    generator = torch.Generator().manual_seed(seed)
+    chunk = trainer.collector.env.num_envs
+    quality = SpritesQualityReward() if sprites else None
+    tracks, vis, located, rewards, terms, first = [], [], [], [], {}, None
+    for _ in range(draws):
+        for start in range(0, control.batch_size, chunk):
+            part = control.index(slice(start, start + chunk))
+            rollout = trainer.rollout(part, 1, mask, generator)
+            video = codec.decode(rollout["clean"]).clamp(0, 1)  # [b, T, 3, H, W]
+            part_tracks, part_vis = tracker.track(video, eval_queries(part))
+            tracks.append(part_tracks.cpu())
+            vis.append(part_vis.cpu())
+            if quality is not None:
+                quality.reset(part)
+                located.append(quality.locate(video).cpu())
+            rewards.append(rollout["reward"].sum(1).cpu())
+            if "reward_terms" in rollout.keys():
+                for name, value in rollout["reward_terms"].items():
+                    terms.setdefault(name, []).append(value.cpu())
+            if first is None:
+                first = (video, part_tracks)
+    every = control.index(list(range(control.batch_size)) * draws)  # the controls in rollout order
+    row = stats_of_tracks(torch.cat(tracks), torch.cat(vis), every)
+    if quality is not None:
+        row["sprite_offset"] = mean_offset(torch.cat(located), every)
+    row["reward"] = float(torch.cat(rewards).mean())
+    for name, values in terms.items():
+        row[name] = float(torch.cat(values).mean())
+    return row, first
 
 
 QUALITY_KEYS = ("quality/value", "quality", "aesthetic")  # first present, positive one is the quality figure
@@ -164,7 +189,7 @@ def main(cfg: ARDragGRPOConfig) -> dict:
     if not dist_utils.any_flag(not before_path.exists()):  # every rank decides alike (rank 0 writes it below)
         before = json.loads(before_path.read_text())
     else:
-        before, (video, tracks) = evaluate(trainer, eval_control, codec, tracker, cfg.trainer.seed + 1, sprites)
+        before, (video, tracks) = evaluate(trainer, eval_control, codec, tracker, cfg.trainer.seed + 1, cfg.trainer.eval_draws, sprites)
         if is_main():
             before_path.write_text(json.dumps(before, indent=2))
             save_video_grid(out / "videos_before.gif", draw(video, tracks, eval_control, cfg.trainer.video_clips))
@@ -173,7 +198,7 @@ def main(cfg: ARDragGRPOConfig) -> dict:
     if trainer.resume() and is_main():
         print(f"resumed from iteration {trainer.iteration}")
     logger = MetricsLogger(out, tensorboard=cfg.trainer.tensorboard, start_iteration=trainer.iteration) if is_main() else None
-    plot_keys = ["reward_mean", "reward/trajectory", "reward/trajectory/value", "reward/quality", "reward/aesthetic", "clip_fraction", "approx_kl", "loss_kl", "grad_norm"]
+    plot_keys = ["reward_mean", "reward/trajectory", "reward/trajectory/value", "reward/trajectory/lost", "reward/consistency", "reward/quality", "reward/aesthetic", "clip_fraction", "approx_kl", "loss_kl", "grad_norm"]
     bar = tqdm(total=cfg.trainer.iterations, initial=trainer.iteration, desc="AR-Drag GRPO", dynamic_ncols=True, disable=not is_main())
     while trainer.iteration < cfg.trainer.iterations:
         metrics = trainer.step()
@@ -192,7 +217,7 @@ def main(cfg: ARDragGRPOConfig) -> dict:
         plot_metrics(out / "plots.png", logger.rows, plot_keys)
 
     # Evaluate after RL
-    after, (video, tracks) = evaluate(trainer, eval_control, codec, tracker, cfg.trainer.seed + 1, sprites)
+    after, (video, tracks) = evaluate(trainer, eval_control, codec, tracker, cfg.trainer.seed + 1, cfg.trainer.eval_draws, sprites)
     if not is_main():
         return {"before": before, "after": after}
     save_video_grid(out / "videos_after.gif", draw(video, tracks, eval_control, cfg.trainer.video_clips))
@@ -207,7 +232,7 @@ def main(cfg: ARDragGRPOConfig) -> dict:
         table += "\n\n" + warning
     (out / "eval.json").write_text(json.dumps({"before": before, "after": after, "iterations": trainer.iteration}, indent=2))
     (out / "eval.md").write_text(table + "\n")
-    print(f"held-out evaluation ({cfg.trainer.eval_clips} controls, ODE sampling):\n{table}")
+    print(f"held-out evaluation ({cfg.trainer.eval_clips} controls x {cfg.trainer.eval_draws} noises, ODE sampling):\n{table}")
     return {"before": before, "after": after}
 
 

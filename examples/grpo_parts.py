@@ -104,6 +104,9 @@ class SpritesRewardConf:
     per_point: bool = True  # hinge each track separately: lam * mean_k max(0, alpha - e_k)
     increments: bool = True  # score frame t by the hinge's change since frame t-1 (a chained tracker's error accumulates)
     lost: str = "stale"  # a track the tracker lost: stale (scored where last found) | miss (error alpha: favours freezing)
+    lost_weight: float = 0.0  # subtracted per frame times the share of tracks lost on it (not incremented; lam * alpha = a full hinge)
+    consistency_weight: float = 0.0  # weight of rewards.TrackConsistencyReward (patch error along the target tracks; 0: off)
+    consistency_radius: int = 4  # its half patch side in pixels
     quality_weight: float = 1.0  # weight of the quality term
     quality_log: bool = True  # train on log(quality) (sprites: a product of factors, tiny for a few-step student)
     quality_floor: float = 1e-4  # quality_log: values below count as this
@@ -166,22 +169,26 @@ def build_tracker(cfg):
 
 def build_reward(cfg):
     """The composite reward of the ``reward`` group."""
-    from rewards import AestheticReward, CompositeReward, IncrementReward, LogReward, TrajectoryHingeReward
+    from rewards import AestheticReward, CompositeReward, IncrementReward, LogReward, TrackConsistencyReward, TrajectoryHingeReward
 
     trajectory = TrajectoryHingeReward(build_tracker(cfg), lam=cfg.lam, alpha=cfg.alpha, per_point=cfg.per_point, lost=cfg.lost)
     if cfg.increments:
         trajectory = IncrementReward(trajectory)
+    lost = {"trajectory/lost": -cfg.lost_weight} if cfg.lost_weight else {}  # the tracker's lost share, same pass
+    motion = {"trajectory": trajectory}
+    if cfg.consistency_weight:
+        motion["consistency"] = TrackConsistencyReward(lam=cfg.consistency_weight, radius=cfg.consistency_radius)
     if cfg.kind == "sprites":
         from rewards.sprites import SpritesQualityReward
 
         quality = SpritesQualityReward()
         if cfg.quality_log:
             quality = LogReward(quality, floor=cfg.quality_floor)
-        return CompositeReward({"trajectory": trajectory, "quality": quality}, {"trajectory": 1.0, "quality": cfg.quality_weight})
+        return CompositeReward({**motion, "quality": quality}, {"quality": cfg.quality_weight, **lost})
     aesthetic = AestheticReward(cfg.clip_path, cfg.head_path)
     if cfg.quality_log:
         raise ValueError("reward.quality_log: the LAION aesthetic score is not a positive product; use quality_log=false with reward=aesthetic")
-    return CompositeReward({"trajectory": trajectory, "aesthetic": aesthetic}, {"trajectory": 1.0, "aesthetic": cfg.quality_weight})
+    return CompositeReward({**motion, "aesthetic": aesthetic}, {"aesthetic": cfg.quality_weight, **lost})
 
 
 def build_policy(cfg, codec):

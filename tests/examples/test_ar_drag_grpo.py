@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "examples" / "ar_drag_grpo.py"
@@ -92,6 +93,53 @@ def test_quality_warning_flags_a_collapse_only():
     assert quality_warning({"trajectory_error": 0.2}, {"trajectory_error": 0.1}, 0.5) is None  # no quality figure
 
 
+class ReplayTrainer:
+    """Stand-in for ``GRPOTrainer`` in ``evaluate``: its "rollouts" are the encoded ground-truth videos of the controls asked for."""
+
+    def __init__(self, videos, control, codec, rows: int):
+        from types import SimpleNamespace
+
+        self.latents = codec.encode(videos)  # [B, F, C, h, w]
+        self.first_x = control.trajectory[:, 0, 0, 0]  # [B] tells the controls apart (x of the first point)
+        self.collector = SimpleNamespace(num_frames=videos.shape[1], num_steps=3, env=SimpleNamespace(num_envs=rows))
+        self.calls = []
+
+    def rollout(self, control, group_size, mask, generator):
+        from tensordict import TensorDict
+
+        assert group_size == 1 and not bool(mask.any())  # ODE, one rollout per control
+        rows = [int((self.first_x - x).abs().argmin()) for x in control.trajectory[:, 0, 0, 0]]
+        self.calls.append(rows)
+        n = len(rows)
+        return TensorDict({"clean": self.latents[rows], "reward": torch.full((n, self.latents.shape[1]), float(n))}, batch_size=[n])
+
+
+def test_evaluate_pools_chunks_and_noise_draws_in_control_order():
+    """5 held-out controls in chunks of 2, 2 draws: the pooled figures are those of the 5 videos scored at once."""
+    sys.path.insert(0, str(ROOT / "examples"))
+    from ar_drag_grpo import evaluate
+    from sprites_eval import sprite_offset, tracking_stats
+
+    from policies.codecs import PixelCodec
+    from rewards.trackers import LucasKanadeTracker
+    from rldiff.data.sprites import SpritesDrag
+
+    videos, control = SpritesDrag(image_size=32, num_frames=8, split="heldout").heldout_videos()
+    videos, control = videos[:5], control.index(list(range(5)))
+    codec = PixelCodec(4)
+    trainer = ReplayTrainer(videos, control, codec, rows=2)
+    assert len(set(trainer.first_x.tolist())) == 5
+    row, (video, tracks) = evaluate(trainer, control, codec, LucasKanadeTracker(), seed=0, draws=2, sprites=True)
+    assert trainer.calls == [[0, 1], [2, 3], [4]] * 2  # chunks of the env's rows, once per draw
+    truth, truth_tracks = tracking_stats(codec.decode(codec.encode(videos)).clamp(0, 1), control, LucasKanadeTracker())
+    for key in ("trajectory_error", "lost_fraction", "position_error"):
+        assert row[key] == pytest.approx(truth[key], rel=1e-5), key
+    assert row["trajectory_error"] < 0.02  # ground truth is tracked closely: a row/control mix-up would not be
+    assert row["sprite_offset"] == pytest.approx(sprite_offset(videos, control), abs=1e-4)
+    assert row["reward"] == pytest.approx((2 * 2 * 8 * 2 + 1 * 8) / 5)  # mean over rows of each chunk's per-row sum
+    assert video.shape[0] == 2 and torch.allclose(tracks, truth_tracks[:2])  # the first chunk, for the videos
+
+
 def test_defaults_credit_each_frame_with_its_own_change_and_share_the_group_noise():
     from hydra import compose, initialize_config_dir
 
@@ -107,3 +155,9 @@ def test_defaults_credit_each_frame_with_its_own_change_and_share_the_group_nois
     trajectory = build_reward(cfg.reward).rewards["trajectory"]
     assert isinstance(trajectory, IncrementReward) and isinstance(trajectory.inner, TrajectoryHingeReward)
     assert isinstance(build_reward(plain.reward).rewards["trajectory"], TrajectoryHingeReward)
+    with initialize_config_dir(config_dir=str(ROOT / "examples"), version_base=None):
+        extra = compose("ar_drag_grpo", overrides=["reward.lost_weight=0.5", "reward.consistency_weight=50", "reward.consistency_radius=3"])
+    reward = build_reward(extra.reward)
+    assert set(reward.rewards) == {"trajectory", "consistency", "quality"}
+    assert reward.sub_weights == {"trajectory/lost": -0.5}
+    assert reward.rewards["consistency"].lam == 50.0 and reward.rewards["consistency"].radius == 3
