@@ -15,6 +15,7 @@ while the template distance stays flat is tracker drift, not misplaced sprites.
 
     python benchmarks/reward_ranking.py
     python benchmarks/reward_ranking.py --clips 32 --checkpoint runs/x/checkpoints/ckpt-00000150
+    python benchmarks/reward_ranking.py --clips 64 --draws 3 --checkpoint a/... --checkpoint b/...   # compare runs
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=32, help="held-out controls")
     parser.add_argument("--checkpoint", type=Path, action="append", default=[], help="GRPO checkpoint dir (repeatable)")
+    parser.add_argument("--draws", type=int, default=1, help="initial noises per control (the rows pool clips x draws videos)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -64,9 +66,10 @@ def main() -> None:
     cfg = OmegaConf.create(json.loads((BUNDLE / "world.json").read_text()))
     world = build_world(cfg)
     videos, control = world.heldout.heldout_videos()
-    videos, control = videos[: args.clips], control.index(list(range(args.clips)))
+    order = list(range(args.clips)) * args.draws  # every control once per noise draw
+    videos, control = videos[order], control.index(order)
     cond = world.encoder.encode(control, cfg.num_frames, torch.Generator().manual_seed(7))
-    noise = torch.randn(args.clips, cfg.num_frames, world.codec.latent_channels, *world.latent_size, generator=torch.Generator().manual_seed(8))
+    noise = torch.randn(len(order), cfg.num_frames, world.codec.latent_channels, *world.latent_size, generator=torch.Generator().manual_seed(8))
     sigmas = shifted_sigmas(cfg.num_steps, cfg.shift)
 
     def decode(latents):
