@@ -2,12 +2,12 @@
 
 Default: the bundled Sprites-Drag student on CPU, reward = per-track trajectory
 hinge (Lucas-Kanade tracks, a lost track scored where it was last found; frame
-t scored by the hinge's change since frame t-1) + log Sprites quality, KL 0.1
+t scored by the hinge's change since frame t-1) + log Sprites quality, KL 0.01
 to the start, coefficient-preserving stochastic steps, OneStepPerFrame, the
 rollouts of a group from one initial noise. Outputs in the run
 directory: metrics.csv, tensorboard/, plots.png, videos before/after RL with
-target (white) and tracked (red) trajectories, eval.md / eval.json (held-out,
-before vs after RL), checkpoints/ (a killed run resumes; a finished one is not retrained).
+target (white) and tracked (red) trajectories, eval.md / eval.json (64 held-out
+controls x 3 noises, before vs after RL), checkpoints/ (a killed run resumes; a finished one is not retrained).
 
 Launch:
     python examples/ar_drag_grpo.py

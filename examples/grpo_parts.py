@@ -137,7 +137,7 @@ class GRPOConf:
     gamma: float = 0.0  # reward-to-go discount over frames
     clip_range: float = 2e-3  # PPO clip epsilon
     adv_clip: float = 5.0  # advantage clamp
-    kl_coef: float = 0.1  # KL weight to the frozen reference (keeps the quality; 0 lets it drift)
+    kl_coef: float = 0.01  # KL weight to the frozen reference (0 lets the tracks drift; 0.1 holds the policy back)
     epochs: int = 1  # passes over each batch
     minibatch_size: int | None = 16  # rollouts per optimizer step (None: all)
     max_grad_norm: float = 1.0  # gradient-norm clip

@@ -152,6 +152,7 @@ def test_defaults_credit_each_frame_with_its_own_change_and_share_the_group_nois
         cfg = compose("ar_drag_grpo")
         plain = compose("ar_drag_grpo", overrides=["reward.increments=false"])
     assert cfg.grpo.shared_noise is True
+    assert cfg.grpo.kl_coef == 0.01 and (cfg.trainer.eval_clips, cfg.trainer.eval_draws) == (64, 3)
     trajectory = build_reward(cfg.reward).rewards["trajectory"]
     assert isinstance(trajectory, IncrementReward) and isinstance(trajectory.inner, TrajectoryHingeReward)
     assert isinstance(build_reward(plain.reward).rewards["trajectory"], TrajectoryHingeReward)
