@@ -2,10 +2,12 @@
 
 Scores, on the same held-out controls and noise: the ground-truth videos, a
 frozen video (the reference repeated: the reward hack GRPO found with the old
-settings), the bundled teacher and student, and optionally GRPO checkpoints.
+settings), the bundled teacher and student, the ground-truth sprites pasted onto
+the student's frames (within 0.2 of each sprite: is it the sprites or the
+background the tracker fails on?), and optionally GRPO checkpoints.
 Columns: the held-out ``trajectory_error`` (lost points count 0.25), the share
 of lost points, ``position_error`` (where the tracker left each point, lost or
-not), and the per-point hinge ``mean_k max(0, alpha - e_k) / alpha`` over
+not), the Sprites quality (``SpritesQualityReward``, 1 for ground truth), and the per-point hinge ``mean_k max(0, alpha - e_k) / alpha`` over
 frames t >= 1 for the two lost-track rules and several alphas (1 = perfect).
 A reward that ranks ``frozen`` above ``student`` pulls GRPO towards freezing.
 A second table splits the error by frame: where Lucas-Kanade reports each point
@@ -88,14 +90,20 @@ def main() -> None:
     tracker = LucasKanadeTracker()
     quality = SpritesQualityReward()
     quality.reset(control)  # its templates locate the sprites (SpritesQualityReward.locate)
+    # which part of the student's frames the tracker fails on: the true sprites pasted onto its background
+    near = near_sprites(quality.locate(videos), videos.shape[-2:], radius=0.2)  # [B, T, 1, H, W]
+    student = rows.pop("student (bundled)")
+    rows["student (bundled)"] = student
+    rows["ground-truth sprites on the student's background"] = near * videos + (1 - near) * student
+    rows.update({k: rows.pop(k) for k in list(rows) if k.startswith("GRPO")})  # checkpoints last
     drift = {}
     # one LK pass per video serves both: the hinge counts only points visible at frame 0 (its queries, the same ones)
     queries = eval_queries(control)
     hinge_target = control.visibility & control.visibility[:, :1]  # [B, T, K]
     scored = hinge_target[:, 1:].any(-1)  # [B, T-1] frames with a counted point
     head = " | ".join(f"{rule} a={a}" for rule in ("miss", "stale") for a in ALPHAS)
-    print(f"| video | trajectory error | lost | position error | {head} |")
-    print("|---|---|---|---|" + "---|" * (2 * len(ALPHAS)))
+    print(f"| video | trajectory error | lost | position error | quality | {head} |")
+    print("|---|---|---|---|---|" + "---|" * (2 * len(ALPHAS)))
     for name, video in rows.items():
         tracks, vis = tracker.track(video, queries)
         stats = stats_of_tracks(tracks, vis, control)
@@ -104,7 +112,8 @@ def main() -> None:
             for a in ALPHAS:
                 r = trajectory_hinge(tracks, vis, control.trajectory, hinge_target, 1.0 / a, a, per_point=True, lost=rule)
                 cells.append(f"{float(r[:, 1:][scored].mean()):.3f}")
-        print(f"| {name} | {stats['trajectory_error']:.4f} | {stats['lost_fraction']:.3f} | {stats['position_error']:.4f} | " + " | ".join(cells) + " |")
+        q = float(quality.score_components(video, control)["reward"].mean())  # the Sprites quality, 1 for ground truth
+        print(f"| {name} | {stats['trajectory_error']:.4f} | {stats['lost_fraction']:.3f} | {stats['position_error']:.4f} | {q:.4f} | " + " | ".join(cells) + " |")
         drift[name] = (per_frame(tracks, control), per_frame(quality.locate(video), control))
 
     # per frame: where Lucas-Kanade reports each point vs where template search finds its sprite
@@ -114,6 +123,15 @@ def main() -> None:
     for name, (lk, found) in drift.items():
         for how, err in (("Lucas-Kanade", lk), ("template search", found)):
             print(f"| {name} | {how} | " + " | ".join(f"{float(err[t]):.3f}" for t in frames) + " |")
+
+
+def near_sprites(positions: torch.Tensor, size, radius: float) -> torch.Tensor:
+    """``[B, T, 1, H, W]`` 1 within ``radius`` (normalized) of any of ``positions [B, T, K, 2]``, else 0."""
+    h, w = size
+    ys, xs = (torch.arange(h) + 0.5) / h, (torch.arange(w) + 0.5) / w
+    dx = xs.view(1, 1, 1, 1, w) - positions[..., 0, None, None]  # [B, T, K, 1, W]
+    dy = ys.view(1, 1, 1, h, 1) - positions[..., 1, None, None]  # [B, T, K, H, 1]
+    return ((dx**2 + dy**2).sqrt() < radius).any(dim=2, keepdim=True).float()
 
 
 def per_frame(positions: torch.Tensor, control) -> torch.Tensor:
