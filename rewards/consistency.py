@@ -69,28 +69,27 @@ class TrackConsistencyReward(StreamingReward):
         offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
         g = torch.exp(-(offsets[:, None] ** 2 + offsets[None, :] ** 2) / (2 * self.sigma**2))
         self._window = g / g.sum()  # [P, P]
-        self._prev: Tensor | None = None  # [B, 3, H, W] the last frame scored (the reference before frame 0)
+        self._size: tuple[int, int] | None = None  # the reference's (H, W): frames must match it
+        self._prev: Tensor | None = None  # [B, K, 3, P, P] the last frame's patches at its target points
 
     def _reset(self, control: Control) -> None:  # Control has checked its shapes
-        self._prev = control.reference.float()
+        self._size = tuple(control.reference.shape[-2:])
+        self._prev = sample_patches(control.reference.float(), control.trajectory[:, 0], self.radius)  # frame "-1"
 
     def _step(self, frames: Tensor, control: Control, start: int) -> dict[str, Tensor]:
-        b, t = frames.shape[:2]
+        t = frames.shape[1]
         if start + t > control.trajectory.shape[1]:
             raise ValueError(f"TrackConsistencyReward: control.trajectory covers {control.trajectory.shape[1]} frames, got frame {start + t - 1}")
-        if tuple(self._prev.shape[-2:]) != tuple(frames.shape[-2:]):
-            raise ValueError(f"TrackConsistencyReward: frames are {tuple(frames.shape[-2:])}, the reference image {tuple(self._prev.shape[-2:])}")
+        if self._size != tuple(frames.shape[-2:]):
+            raise ValueError(f"TrackConsistencyReward: frames are {tuple(frames.shape[-2:])}, the reference image {self._size}")
         window = self._window.to(frames.device)
         errors, counted = [], []
         for j in range(t):
             m = start + j
-            now = control.trajectory[:, m].to(frames.device)  # [B, K, 2]
-            before = control.trajectory[:, max(m - 1, 0)].to(frames.device)
-            frame = frames[:, j].float()
-            diff = sample_patches(frame, now, self.radius) - sample_patches(self._prev.to(frames.device), before, self.radius)  # [B, K, 3, P, P]
-            errors.append((diff.pow(2).mean(dim=2) * window).sum(dim=(-2, -1)))  # [B, K]
+            now = sample_patches(frames[:, j].float(), control.trajectory[:, m].to(frames.device), self.radius)  # [B, K, 3, P, P]
+            errors.append(((now - self._prev.to(frames.device)).pow(2).mean(dim=2) * window).sum(dim=(-2, -1)))  # [B, K]
             counted.append(control.visibility[:, m] & control.visibility[:, max(m - 1, 0)])  # [B, K]
-            self._prev = frame
+            self._prev = now  # frame m's patches at trajectory[m]: what frame m + 1 is compared with
         err, count = torch.stack(errors, 1), torch.stack(counted, 1).to(frames.device)  # [B, t, K]
         n = count.sum(dim=-1)  # [B, t]
         error = torch.where(count, err, torch.zeros_like(err)).sum(dim=-1) / n.clamp(min=1)  # [B, t]
