@@ -160,19 +160,19 @@ class TrajectoryHingeReward(StreamingReward):
         queries, self._counts = hinge_queries(control.trajectory, control.visibility)
         self.tracker.reset(queries)
 
-    def _score(self, tracks: Tensor, vis: Tensor, control: Control, counts: Tensor, start: int, t: int) -> dict[str, Tensor]:
-        """Hinge rewards and lost shares ``[B, t]`` of pixel frames ``start .. start + t - 1`` from the tracker's output."""
+    def _score(self, tracks: Tensor, vis: Tensor, control: Control, counts: Tensor, start: int, t: int, device) -> dict[str, Tensor]:
+        """Hinge rewards and lost shares ``[B, t]`` on ``device`` of pixel frames ``start .. start + t - 1`` from the tracker's output."""
         check_tracks(tracks, vis, (control.batch_size, t, control.trajectory.shape[2]), type(self.tracker).__name__)
         traj = control.trajectory[:, start : start + t]  # [B, t, K, 2]
         target = control.visibility[:, start : start + t] & counts.unsqueeze(1)  # [B, t, K]
         vis = vis.to(traj.device)
         reward = trajectory_hinge(tracks.to(traj.device).float(), vis, traj.float(), target, self.lam, self.alpha, self.per_point, self.lost)
-        return {"reward": reward, "lost": lost_fraction(vis, target)}
+        return {"reward": reward.to(device), "lost": lost_fraction(vis, target).to(device)}
 
     def _step(self, frames: Tensor, control: Control, start: int) -> dict[str, Tensor]:
         self._check_trajectory(control, start + frames.shape[1], exact=False)
         tracks, vis = self.tracker.step(frames)
-        return {k: v.to(frames.device) for k, v in self._score(tracks, vis, control, self._counts, start, frames.shape[1]).items()}
+        return self._score(tracks, vis, control, self._counts, start, frames.shape[1], frames.device)
 
     def score_components(self, video: Tensor, control: Control) -> dict[str, Tensor]:
         """Offline: one ``tracker.track`` over the whole video -> ``{"reward": [B, T], "lost": [B, T]}``."""
@@ -184,4 +184,4 @@ class TrajectoryHingeReward(StreamingReward):
         self._check_trajectory(control, video.shape[1], exact=True)
         queries, counts = hinge_queries(control.trajectory, control.visibility)
         tracks, vis = self.tracker.track(video, queries.to(video.device))
-        return {k: v.to(video.device) for k, v in self._score(tracks, vis, control, counts, 0, video.shape[1]).items()}
+        return self._score(tracks, vis, control, counts, 0, video.shape[1], video.device)
