@@ -77,6 +77,8 @@ def main() -> None:
     def decode(latents):
         return world.codec.decode(latents).clamp(0, 1)
 
+    quality = SpritesQualityReward()
+    quality.reset(control)  # its templates locate the sprites (SpritesQualityReward.locate)
     with torch.no_grad():
         rows = {
             "ground truth": videos,
@@ -84,18 +86,13 @@ def main() -> None:
             "teacher (20 steps)": decode(generate_bidirectional(BidirectionalWan.from_pretrained(BUNDLE / "teacher").eval(), cond, noise, 20, cfg.shift)[0]),
             "student (bundled)": decode(generate_causal(CausalWan.from_pretrained(BUNDLE / "student").eval(), cond, noise, sigmas)[0]),
         }
+        # which part of the student's frames the tracker fails on: the true sprites pasted onto its background
+        near = near_sprites(quality.locate(videos), videos.shape[-2:], radius=0.2)  # [B, T, 1, H, W]
+        rows["ground-truth sprites on the student's background"] = near * videos + (1 - near) * rows["student (bundled)"]
         for ckpt in args.checkpoint:
             rows[f"GRPO {ckpt.parent.parent.name}/{ckpt.name}"] = decode(generate_causal(load_grpo_student(ckpt), cond, noise, sigmas)[0])
 
     tracker = LucasKanadeTracker()
-    quality = SpritesQualityReward()
-    quality.reset(control)  # its templates locate the sprites (SpritesQualityReward.locate)
-    # which part of the student's frames the tracker fails on: the true sprites pasted onto its background
-    near = near_sprites(quality.locate(videos), videos.shape[-2:], radius=0.2)  # [B, T, 1, H, W]
-    student = rows.pop("student (bundled)")
-    rows["student (bundled)"] = student
-    rows["ground-truth sprites on the student's background"] = near * videos + (1 - near) * student
-    rows.update({k: rows.pop(k) for k in list(rows) if k.startswith("GRPO")})  # checkpoints last
     drift = {}
     # one LK pass per video serves both: the hinge counts only points visible at frame 0 (its queries, the same ones)
     queries = eval_queries(control)
