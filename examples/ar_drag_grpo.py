@@ -103,14 +103,14 @@ def evaluate(trainer, control, codec, tracker, seed: int, draws: int = 1, sprite
     env's rows; the figures are over all ``B * draws`` videos (one draw of 32
     clips leaves several percent of noise in a before/after change).
     ``sprites``: also the tracker-free ``sprite_offset`` (Sprites-Drag worlds).
-    Returns the row and ``(video, tracks)`` of the first chunk of the first draw (for drawing).
+    Returns the row and ``(video, tracks)`` of the first draw, every control (for drawing).
     """
     mask = torch.zeros(trainer.collector.num_frames, trainer.collector.num_steps, dtype=torch.bool)  # [F, N]
     generator = torch.Generator().manual_seed(seed)
     chunk = trainer.collector.env.num_envs
     quality = SpritesQualityReward() if sprites else None
-    tracks, vis, located, rewards, terms, first = [], [], [], [], {}, None
-    for _ in range(draws):
+    tracks, vis, located, rewards, terms, first = [], [], [], [], {}, []
+    for draw in range(draws):
         for start in range(0, control.batch_size, chunk):
             part = control.index(slice(start, start + chunk))
             rollout = trainer.rollout(part, 1, mask, generator)
@@ -125,8 +125,8 @@ def evaluate(trainer, control, codec, tracker, seed: int, draws: int = 1, sprite
             if "reward_terms" in rollout.keys():
                 for name, value in rollout["reward_terms"].items():
                     terms.setdefault(name, []).append(value.cpu())
-            if first is None:
-                first = (video, part_tracks)
+            if draw == 0:
+                first.append(video.cpu())
     every = control.index(list(range(control.batch_size)) * draws)  # the controls in rollout order
     row = stats_of_tracks(torch.cat(tracks), torch.cat(vis), every)
     if quality is not None:
@@ -134,7 +134,7 @@ def evaluate(trainer, control, codec, tracker, seed: int, draws: int = 1, sprite
     row["reward"] = float(torch.cat(rewards).mean())
     for name, values in terms.items():
         row[name] = float(torch.cat(values).mean())
-    return row, first
+    return row, (torch.cat(first), torch.cat(tracks[: len(first)]))
 
 
 QUALITY_KEYS = ("quality/value", "quality", "aesthetic")  # first present, positive one is the quality figure
