@@ -37,7 +37,7 @@ from tqdm import tqdm
 from common import MetricsLogger
 from launch import DistConf, failing_clearly, is_main, launch, rank_seed, register_parallel
 from envs import ARVideoDenoisingVectorEnv, EnvCollector
-from grpo_parts import build_policy, build_reward, build_tracker, register_groups
+from grpo_parts import build_policy, build_reward, build_tracker, register_groups, term_weights
 from rldiff import distributed as dist_utils
 from rldiff.trainer import GRPOTrainer
 from rewards.sprites import SpritesQualityReward
@@ -174,6 +174,7 @@ def main(cfg: ARDragGRPOConfig) -> dict:
     )  # fmt: skip
     grpo = OmegaConf.to_container(cfg.grpo)
     collector = EnvCollector(env, shared_noise=grpo.pop("shared_noise"))
+    grpo["term_weights"] = term_weights(grpo.pop("advantage"), reward)
     tracker = build_tracker(cfg.reward)
     eval_control = heldout.heldout_controls().index(list(range(cfg.trainer.eval_clips)))
     sprites = cfg.reward.kind == "sprites"  # the world is Sprites-Drag: add the tracker-free sprite offset

@@ -135,6 +135,7 @@ class GRPOConf:
     group_size: int = 8  # G, rollouts per control
     shared_noise: bool = True  # a group's rollouts share the initial noise, so they differ only in the SDE steps (EnvCollector)
     gamma: float = 0.0  # reward-to-go discount over frames
+    advantage: str = "total"  # total: normalize the summed reward in each group | per_term: normalize each reward term, then sum with its weight
     clip_range: float = 2e-3  # PPO clip epsilon
     adv_clip: float = 5.0  # advantage clamp
     kl_coef: float = 0.01  # KL weight to the frozen reference (0 lets the tracks drift; 0.1 holds the policy back)
@@ -189,6 +190,15 @@ def build_reward(cfg):
     if cfg.quality_log:
         raise ValueError("reward.quality_log: the LAION aesthetic score is not a positive product; use quality_log=false with reward=aesthetic")
     return CompositeReward({**motion, "aesthetic": aesthetic}, {"aesthetic": cfg.quality_weight, **lost})
+
+
+def term_weights(advantage: str, reward) -> dict[str, float] | None:
+    """``GRPOTrainer``'s ``term_weights`` for ``grpo.advantage``: None (total) or the composite reward's weights (per_term)."""
+    if advantage == "total":
+        return None
+    if advantage == "per_term":
+        return {**reward.weights, **reward.sub_weights}
+    raise ValueError(f"grpo.advantage must be 'total' or 'per_term', got {advantage!r}")
 
 
 def build_policy(cfg, codec):

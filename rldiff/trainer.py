@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,8 +58,17 @@ class Advantages:
     zero_variance_groups: int
 
 
-def compute_advantages(rollout: TensorDict, gamma: float, eps: float, adv_clip: float) -> Advantages:
+def compute_advantages(
+    rollout: TensorDict, gamma: float, eps: float, adv_clip: float, term_weights: Mapping[str, float] | None = None
+) -> Advantages:
     """Group-relative advantages of a rollout batch, with groups gathered across ranks.
+
+    ``term_weights=None``: the total reward's returns are group-normalized.
+    ``term_weights={name: w}``: each named ``("reward_terms", name)`` is
+    group-normalized on its own, the weighted sum is group-normalized again
+    (decoupled normalization, as DanceGRPO does with several reward models):
+    a term with a small spread inside the group (a tracker's early frames) then
+    counts as much as a noisy one instead of drowning in it.
 
     A group with any non-finite reward or old log-prob (on any rank) is excluded:
     its rollouts get advantage 0 and ``valid = False``.
@@ -69,21 +79,33 @@ def compute_advantages(rollout: TensorDict, gamma: float, eps: float, adv_clip: 
     group = rollout["group"]  # [R]
     all_group = dist_utils.all_gather_cat(group)  # [R_all]
     all_finite = dist_utils.all_gather_cat(finite.to(torch.uint8)).bool()  # [R_all]
-    all_reward = dist_utils.all_gather_cat(torch.nan_to_num(reward, nan=0.0, posinf=0.0, neginf=0.0))  # [R_all, F]
+    if term_weights is None:
+        signals = {"reward": (1.0, reward)}
+    else:
+        have = sorted(rollout["reward_terms"].keys()) if "reward_terms" in rollout.keys() else []
+        missing = sorted(name for name in term_weights if name not in have)
+        if missing or not term_weights:
+            raise KeyError(f"compute_advantages: term_weights names {missing or '(none)'}, the rollout's reward_terms are {have}")
+        signals = {name: (float(w), rollout["reward_terms", name].float()) for name, w in term_weights.items()}
 
     ids = torch.unique(all_group)
     bad_ids = torch.unique(all_group[~all_finite])
     group_ok_all = ~torch.isin(all_group, bad_ids)  # [R_all]
     num_groups, nonfinite_groups = len(ids), len(bad_ids)
 
-    returns = returns_to_go(all_reward, gamma)  # [R_all, F]
-    adv_all = torch.zeros_like(returns)
+    adv_all = torch.zeros(len(all_group), reward.shape[1], dtype=reward.dtype, device=reward.device)  # [R_all, F]
     zero_var = 0
     if bool(group_ok_all.any()):
-        norm, std = group_normalize_by_id(returns[group_ok_all], all_group[group_ok_all], eps)
+        kept_groups = all_group[group_ok_all]
+        total = 0.0
+        for weight, value in signals.values():
+            returns = returns_to_go(dist_utils.all_gather_cat(torch.nan_to_num(value, nan=0.0, posinf=0.0, neginf=0.0)), gamma)
+            norm, std = group_normalize_by_id(returns[group_ok_all], kept_groups, eps)
+            total = total + weight * norm
+        if term_weights is not None:
+            norm, std = group_normalize_by_id(total, kept_groups, eps)
         adv_all[group_ok_all] = norm.clamp(-adv_clip, adv_clip)
         flat_std = std.amax(dim=1)  # [R_ok]
-        kept_groups = all_group[group_ok_all]
         zero_var = len(torch.unique(kept_groups[flat_std <= 1e-8]))
 
     start = dist_utils.rank() * reward.shape[0]
@@ -105,6 +127,9 @@ class GRPOTrainer:
         num_controls: B, controls per iteration.
         group_size: G, rollouts per control (split evenly over ranks).
         gamma: reward-to-go discount over frames (0: per-frame reward).
+        term_weights: ``None`` normalizes the total reward in each group; ``{name: w}``
+            normalizes each ``("reward_terms", name)`` on its own and sums them with
+            these weights (see :func:`compute_advantages`).
         clip_range: PPO clip epsilon (tiny: log-probs are per-dim averages).
         adv_clip: advantages are clamped to ``[-adv_clip, adv_clip]``.
         kl_coef: weight of the closed-form KL to the frozen reference.
@@ -135,6 +160,7 @@ class GRPOTrainer:
         num_controls: int = 2,
         group_size: int = 4,
         gamma: float = 0.0,
+        term_weights: Mapping[str, float] | None = None,
         clip_range: float = 1e-3,
         adv_clip: float = 5.0,
         kl_coef: float = 0.0,
@@ -163,6 +189,7 @@ class GRPOTrainer:
         self.policy, self.collector, self.controls, self.schedule = policy, collector, controls, schedule
         self.num_controls, self.group_size, self.local_group_size = num_controls, group_size, group_size // world
         self.gamma, self.clip_range, self.adv_clip, self.kl_coef = gamma, clip_range, adv_clip, kl_coef
+        self.term_weights = dict(term_weights) if term_weights is not None else None
         self.epochs, self.minibatch_size, self.max_grad_norm = epochs, minibatch_size, max_grad_norm
         self.max_nonfinite_fraction, self.norm_eps = max_nonfinite_fraction, norm_eps
         self.seed, self.checkpoint_every = seed, checkpoint_every
@@ -265,7 +292,7 @@ class GRPOTrainer:
         t0 = time.perf_counter()
         rollout, control = self.collect()
         t1 = time.perf_counter()
-        adv = compute_advantages(rollout, self.gamma, self.norm_eps, self.adv_clip)
+        adv = compute_advantages(rollout, self.gamma, self.norm_eps, self.adv_clip, self.term_weights)
         if adv.num_groups and adv.nonfinite_groups / adv.num_groups > self.max_nonfinite_fraction:
             raise NonFiniteError(
                 f"iteration {self.iteration}: {adv.nonfinite_groups} of {adv.num_groups} groups had non-finite "

@@ -145,7 +145,7 @@ def test_defaults_credit_each_frame_with_its_own_change_and_share_the_group_nois
 
     sys.path.insert(0, str(ROOT / "examples"))
     import ar_drag_grpo  # noqa: F401  (registers the structured configs)
-    from grpo_parts import build_reward
+    from grpo_parts import build_reward, term_weights
     from rewards import IncrementReward, TrajectoryHingeReward
 
     with initialize_config_dir(config_dir=str(ROOT / "examples"), version_base=None):
@@ -162,3 +162,8 @@ def test_defaults_credit_each_frame_with_its_own_change_and_share_the_group_nois
     assert set(reward.rewards) == {"trajectory", "consistency", "quality"}
     assert reward.sub_weights == {"trajectory/lost": -0.5}
     assert reward.rewards["consistency"].lam == 50.0 and reward.rewards["consistency"].radius == 3
+    # per-term advantages weigh each reward term (and sub-component) by its composite weight
+    assert term_weights("per_term", reward) == {"trajectory": 1.0, "consistency": 1.0, "quality": 1.0, "trajectory/lost": -0.5}
+    assert term_weights("total", reward) is None
+    with pytest.raises(ValueError, match=r"grpo.advantage must be 'total' or 'per_term', got 'sum'"):
+        term_weights("sum", reward)

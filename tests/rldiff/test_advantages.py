@@ -40,3 +40,50 @@ def test_group_normalize_by_id_unequal_groups():
     out, _ = group_normalize_by_id(x, torch.tensor([0, 0, 1, 1, 1]), eps=0.0)
     # group 1: mean 20, std sqrt(200/3)
     assert torch.allclose(out, torch.tensor([-1.0, 1.0, -10 / (200 / 3) ** 0.5, 0.0, 10 / (200 / 3) ** 0.5]), atol=1e-6)
+
+
+def rollout_with_terms(terms: dict[str, torch.Tensor], group_size: int):
+    """A rollout TensorDict whose total reward is the sum of ``terms {name: [R, F]}``."""
+    from rldiff.rollout import RolloutRecorder
+
+    rows = next(iter(terms.values())).shape[0]
+    ids = torch.arange(rows) // group_size
+    rec = RolloutRecorder(group=ids, control_index=ids)
+    z = torch.zeros(rows, 2)
+    rec.record_step(0, 0, 1.0, 0.5, z, z, z, 0.5, torch.zeros(rows))
+    for m in range(next(iter(terms.values())).shape[1]):
+        rec.record_frame(z, sum(t[:, m] for t in terms.values()), {k: t[:, m] for k, t in terms.items()})
+    return rec.build()
+
+
+def test_per_term_advantages_weigh_a_quiet_term_like_a_loud_one():
+    from rldiff.trainer import compute_advantages
+
+    g = torch.Generator().manual_seed(0)
+    quiet, loud = 0.01 * torch.randn(16, 3, generator=g), 10.0 * torch.randn(16, 3, generator=g)
+    rollout = rollout_with_terms({"quiet": quiet, "loud": loud}, group_size=8)
+    groups = torch.arange(16) // 8
+
+    def corr(a, b):
+        return float(torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1])
+
+    total = compute_advantages(rollout, 0.0, 1e-6, 100.0)
+    assert corr(total.frame, quiet) < 0.2  # the summed reward drowns the quiet term
+    per_term = compute_advantages(rollout, 0.0, 1e-6, 100.0, {"quiet": 1.0, "loud": 1.0})
+    norm_quiet = group_normalize_by_id(quiet, groups, 1e-6)[0]
+    norm_loud = group_normalize_by_id(loud, groups, 1e-6)[0]
+    expected = group_normalize_by_id(norm_quiet + norm_loud, groups, 1e-6)[0]
+    assert torch.allclose(per_term.frame, expected, atol=1e-5)
+    assert corr(per_term.frame, quiet) > 0.5 and corr(per_term.frame, loud) > 0.5
+    # the weighted sum is normalized again: unit spread in every group and frame, as with the total
+    assert torch.allclose(per_term.frame.view(2, 8, 3).std(dim=1, correction=0), torch.ones(2, 3), atol=1e-4)
+    negative = compute_advantages(rollout, 0.0, 1e-6, 100.0, {"quiet": -1.0})
+    assert torch.allclose(negative.frame, -norm_quiet, atol=1e-3)
+
+
+def test_per_term_advantages_name_a_missing_term():
+    from rldiff.trainer import compute_advantages
+
+    rollout = rollout_with_terms({"a": torch.randn(4, 2)}, group_size=2)
+    with pytest.raises(KeyError, match=r"term_weights names \['b'\].*reward_terms are \['a'\]"):
+        compute_advantages(rollout, 0.0, 1e-4, 5.0, {"b": 1.0})
