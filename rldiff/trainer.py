@@ -134,6 +134,9 @@ class GRPOTrainer:
         adv_clip: advantages are clamped to ``[-adv_clip, adv_clip]``.
         kl_coef: weight of the closed-form KL to the frozen reference.
         epochs: passes over the collected batch per iteration.
+        anneal_iterations: the learning rate falls linearly from its initial value
+            at iteration 0 to 0 at this iteration (PPO's usual annealing: the
+            last iterates move less, so the final policy wanders less); ``None``: constant.
         minibatch_size: rollouts per optimizer step (``None``: all local rollouts).
         max_grad_norm: gradient-norm clip.
         max_nonfinite_fraction: stop with :class:`NonFiniteError` when a larger
@@ -165,6 +168,7 @@ class GRPOTrainer:
         adv_clip: float = 5.0,
         kl_coef: float = 0.0,
         epochs: int = 1,
+        anneal_iterations: int | None = None,
         minibatch_size: int | None = None,
         max_grad_norm: float = 1.0,
         max_nonfinite_fraction: float = 0.25,
@@ -182,6 +186,8 @@ class GRPOTrainer:
             raise ValueError(f"group_size={group_size} must be divisible by the world size {world}")
         if num_controls < 1 or epochs < 1:
             raise ValueError(f"num_controls and epochs must be >= 1, got {num_controls} and {epochs}")
+        if anneal_iterations is not None and anneal_iterations < 1:
+            raise ValueError(f"anneal_iterations must be >= 1 or None, got {anneal_iterations}")
         if minibatch_size is not None and minibatch_size < 1:
             raise ValueError(f"minibatch_size must be >= 1 or None, got {minibatch_size}")
         if not 0.0 <= max_nonfinite_fraction <= 1.0:
@@ -191,6 +197,7 @@ class GRPOTrainer:
         self.gamma, self.clip_range, self.adv_clip, self.kl_coef = gamma, clip_range, adv_clip, kl_coef
         self.term_weights = dict(term_weights) if term_weights is not None else None
         self.epochs, self.minibatch_size, self.max_grad_norm = epochs, minibatch_size, max_grad_norm
+        self.anneal_iterations = anneal_iterations
         self.max_nonfinite_fraction, self.norm_eps = max_nonfinite_fraction, norm_eps
         self.seed, self.checkpoint_every = seed, checkpoint_every
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -207,6 +214,7 @@ class GRPOTrainer:
             if any(id(p) not in own for g in optimizer.param_groups for p in g["params"]):
                 raise ValueError("optimizer must hold the policy's trainable parameters as they are after parallel.wrap (FSDP2 replaces them: pass lr instead)")
         self.optimizer = optimizer or torch.optim.AdamW(self.params, lr=lr)
+        self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]  # annealing scales these
         self.shared_gen = torch.Generator().manual_seed(seed)
         self.local_gen = torch.Generator().manual_seed(seed + 1_000_003 * (dist_utils.rank() + 1))
         self.iteration = 0
@@ -290,6 +298,7 @@ class GRPOTrainer:
     def step(self) -> dict[str, float]:
         """One GRPO iteration; returns its metrics (and checkpoints when due)."""
         t0 = time.perf_counter()
+        lr_scale = self._anneal()
         rollout, control = self.collect()
         t1 = time.perf_counter()
         adv = compute_advantages(rollout, self.gamma, self.norm_eps, self.adv_clip, self.term_weights)
@@ -304,6 +313,7 @@ class GRPOTrainer:
         total = dist_utils.all_gather_cat(total)
         metrics.update(
             iteration=float(self.iteration),
+            lr=self.base_lrs[0] * lr_scale,
             reward_mean=float(total.nanmean()),
             reward_std=float(total[torch.isfinite(total)].std(correction=0)) if bool(torch.isfinite(total).any()) else float("nan"),
             nonfinite_groups=float(adv.nonfinite_groups),
@@ -318,6 +328,13 @@ class GRPOTrainer:
         if self.checkpoint_dir is not None and self.iteration % self.checkpoint_every == 0:
             self.save_checkpoint()
         return metrics
+
+    def _anneal(self) -> float:
+        """Set this iteration's learning rates (a function of the iteration alone, so a resumed run gets the same); returns the scale."""
+        scale = 1.0 if self.anneal_iterations is None else max(0.0, 1.0 - self.iteration / self.anneal_iterations)
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base * scale
+        return scale
 
     def train(self, num_iterations: int, callback=None) -> list[dict[str, float]]:
         """Run until ``self.iteration == num_iterations`` (a resumed run continues where it stopped)."""

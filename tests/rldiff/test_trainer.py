@@ -95,6 +95,22 @@ def test_resume_continues_the_same_stream(pretrained_state, tmp_path):
     assert files == ["optimizer.json", "optimizer.safetensors", "policy.safetensors", "rng.safetensors", "trainer.json"]
 
 
+def test_annealed_lr_falls_linearly_and_resumes_on_schedule(pretrained_state, tmp_path):
+    straight = make_trainer(pretrained_state, anneal_iterations=4)
+    history = straight.train(4)
+    assert [m["lr"] for m in history] == pytest.approx([3e-4, 2.25e-4, 1.5e-4, 0.75e-4])
+    assert straight.optimizer.param_groups[0]["lr"] == pytest.approx(0.75e-4)
+    first = make_trainer(pretrained_state, anneal_iterations=4, checkpoint_dir=tmp_path, checkpoint_every=2)
+    first.train(2)
+    resumed = make_trainer(pretrained_state, anneal_iterations=4, checkpoint_dir=tmp_path, checkpoint_every=2)
+    assert resumed.resume()
+    tail = resumed.train(4)
+    assert [m["lr"] for m in tail] == [m["lr"] for m in history[2:]]
+    assert all(torch.equal(a, b) for a, b in zip(straight.params, resumed.params))
+    with pytest.raises(ValueError, match=r"anneal_iterations must be >= 1 or None, got 0"):
+        make_trainer(pretrained_state, anneal_iterations=0)
+
+
 def test_constructor_errors_name_the_argument(pretrained_state):
     with pytest.raises(ValueError, match="group_size"):
         make_trainer(pretrained_state, group_size=1)
