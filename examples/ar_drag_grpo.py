@@ -2,9 +2,11 @@
 
 Default: the bundled Sprites-Drag student on CPU, reward = per-track trajectory
 hinge (Lucas-Kanade tracks, a lost track scored where it was last found; frame
-t scored by the hinge's change since frame t-1) + log Sprites quality, KL 0.01
-to the start, coefficient-preserving stochastic steps, OneStepPerFrame, the
-rollouts of a group from one initial noise. Outputs in the run
+t scored by the hinge's change since frame t-1) + 0.7 log Sprites quality, each
+term normalized in its group before the weighted sum (grpo.advantage=per_term),
+KL 0.01 to the start, lr 2e-4 annealed linearly to 0, coefficient-preserving
+stochastic steps, OneStepPerFrame, the rollouts of a group from one initial
+noise. Outputs in the run
 directory: metrics.csv, tensorboard/, plots.png, videos before/after RL with
 target (white) and tracked (red) trajectories, eval.md / eval.json (64 held-out
 controls x 3 noises, before vs after RL), checkpoints/ (a killed run resumes; a finished one is not retrained).
@@ -175,6 +177,7 @@ def main(cfg: ARDragGRPOConfig) -> dict:
     grpo = OmegaConf.to_container(cfg.grpo)
     collector = EnvCollector(env, shared_noise=grpo.pop("shared_noise"))
     grpo["term_weights"] = term_weights(grpo.pop("advantage"), reward)
+    grpo["anneal_iterations"] = cfg.trainer.iterations if grpo.pop("anneal_lr") else None
     tracker = build_tracker(cfg.reward)
     eval_control = heldout.heldout_controls().index(list(range(cfg.trainer.eval_clips)))
     sprites = cfg.reward.kind == "sprites"  # the world is Sprites-Drag: add the tracker-free sprite offset
@@ -199,7 +202,7 @@ def main(cfg: ARDragGRPOConfig) -> dict:
     if trainer.resume() and is_main():
         print(f"resumed from iteration {trainer.iteration}")
     logger = MetricsLogger(out, tensorboard=cfg.trainer.tensorboard, start_iteration=trainer.iteration) if is_main() else None
-    plot_keys = ["reward_mean", "reward/trajectory", "reward/trajectory/value", "reward/trajectory/lost", "reward/consistency", "reward/quality", "reward/aesthetic", "clip_fraction", "approx_kl", "loss_kl", "grad_norm"]
+    plot_keys = ["reward_mean", "reward/trajectory", "reward/trajectory/value", "reward/trajectory/lost", "reward/consistency", "reward/quality", "reward/aesthetic", "clip_fraction", "approx_kl", "loss_kl", "grad_norm", "lr"]
     bar = tqdm(total=cfg.trainer.iterations, initial=trainer.iteration, desc="AR-Drag GRPO", dynamic_ncols=True, disable=not is_main())
     while trainer.iteration < cfg.trainer.iterations:
         metrics = trainer.step()

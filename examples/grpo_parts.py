@@ -107,7 +107,7 @@ class SpritesRewardConf:
     lost_weight: float = 0.0  # subtracted per frame times the share of tracks lost on it (not incremented; lam * alpha = a full hinge)
     consistency_weight: float = 0.0  # weight of rewards.TrackConsistencyReward (patch error along the target tracks; 0: off)
     consistency_radius: int = 4  # its half patch side in pixels
-    quality_weight: float = 1.0  # weight of the quality term
+    quality_weight: float = 0.7  # weight of the quality term (the trajectory term's is 1)
     quality_log: bool = True  # train on log(quality) (sprites: a product of factors, tiny for a few-step student)
     quality_floor: float = 1e-4  # quality_log: values below count as this
     tracker: str = "lucas_kanade"  # lucas_kanade | cotracker
@@ -120,6 +120,7 @@ class AestheticRewardConf(SpritesRewardConf):
     """R = trajectory hinge + quality_weight * LAION aesthetic (AR-Drag's reward)."""
 
     kind: str = "aesthetic"  # which builder (do not override)
+    quality_weight: float = 1.0  # weight of the aesthetic term (AR-Drag adds it to the hinge as it is)
     quality_log: bool = False  # the aesthetic score is used as it is
     clip_path: str = MISSING  # CLIP ViT-L/14 dir (CLIPVisionModelWithProjection)
     head_path: str = MISSING  # LAION improved-aesthetic head (.pth or .safetensors)
@@ -130,12 +131,13 @@ class AestheticRewardConf(SpritesRewardConf):
 class GRPOConf:
     """GRPOTrainer settings (see rldiff.trainer.GRPOTrainer)."""
 
-    lr: float = 1e-4  # AdamW learning rate (Sprites-Drag student; AR-Drag used 1e-5 on Wan 1.3B)
+    lr: float = 2e-4  # AdamW learning rate at the start (Sprites-Drag student; AR-Drag used 1e-5 on Wan 1.3B)
+    anneal_lr: bool = True  # lr falls linearly to 0 at trainer.iterations (PPO's annealing; false: constant)
     num_controls: int = 4  # B, controls per iteration
     group_size: int = 8  # G, rollouts per control
     shared_noise: bool = True  # a group's rollouts share the initial noise, so they differ only in the SDE steps (EnvCollector)
     gamma: float = 0.0  # reward-to-go discount over frames
-    advantage: str = "total"  # total: normalize the summed reward in each group | per_term: normalize each reward term, then sum with its weight
+    advantage: str = "per_term"  # per_term: normalize each reward term in its group, then sum with its weight | total: normalize the summed reward
     clip_range: float = 2e-3  # PPO clip epsilon
     adv_clip: float = 5.0  # advantage clamp
     kl_coef: float = 0.01  # KL weight to the frozen reference (0 lets the tracks drift; 0.1 holds the policy back)

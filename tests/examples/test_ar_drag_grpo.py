@@ -140,7 +140,7 @@ def test_evaluate_pools_chunks_and_noise_draws_in_control_order():
     assert video.shape[0] == 5 and torch.allclose(tracks, truth_tracks)  # the first draw, every control (more clips than a chunk can be drawn)
 
 
-def test_defaults_credit_each_frame_with_its_own_change_and_share_the_group_noise():
+def test_defaults_score_increments_normalize_each_term_and_share_the_group_noise():
     from hydra import compose, initialize_config_dir
 
     sys.path.insert(0, str(ROOT / "examples"))
@@ -153,6 +153,8 @@ def test_defaults_credit_each_frame_with_its_own_change_and_share_the_group_nois
         plain = compose("ar_drag_grpo", overrides=["reward.increments=false"])
     assert cfg.grpo.shared_noise is True
     assert cfg.grpo.kl_coef == 0.01 and (cfg.trainer.eval_clips, cfg.trainer.eval_draws) == (64, 3)
+    assert term_weights(cfg.grpo.advantage, build_reward(cfg.reward)) == {"trajectory": 1.0, "quality": 0.7}  # per-term advantages
+    assert cfg.grpo.anneal_lr is True and cfg.grpo.lr == 2e-4
     trajectory = build_reward(cfg.reward).rewards["trajectory"]
     assert isinstance(trajectory, IncrementReward) and isinstance(trajectory.inner, TrajectoryHingeReward)
     assert isinstance(build_reward(plain.reward).rewards["trajectory"], TrajectoryHingeReward)
@@ -163,7 +165,7 @@ def test_defaults_credit_each_frame_with_its_own_change_and_share_the_group_nois
     assert reward.sub_weights == {"trajectory/lost": -0.5}
     assert reward.rewards["consistency"].lam == 50.0 and reward.rewards["consistency"].radius == 3
     # per-term advantages weigh each reward term (and sub-component) by its composite weight
-    assert term_weights("per_term", reward) == {"trajectory": 1.0, "consistency": 1.0, "quality": 1.0, "trajectory/lost": -0.5}
+    assert term_weights("per_term", reward) == {"trajectory": 1.0, "consistency": 1.0, "quality": 0.7, "trajectory/lost": -0.5}
     assert term_weights("total", reward) is None
     with pytest.raises(ValueError, match=r"grpo.advantage must be 'total' or 'per_term', got 'sum'"):
         term_weights("sum", reward)
