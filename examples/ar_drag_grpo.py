@@ -6,10 +6,10 @@ t scored by the hinge's change since frame t-1) + 0.7 log Sprites quality, each
 term normalized in its group before the weighted sum (grpo.advantage=per_term),
 KL 0.01 to the start, lr 2e-4 annealed linearly to 0, coefficient-preserving
 stochastic steps, OneStepPerFrame, the rollouts of a group from one initial
-noise. Outputs in the run
-directory: metrics.csv, tensorboard/, plots.png, videos before/after RL with
-target (white) and tracked (red) trajectories, eval.md / eval.json (64 held-out
-controls x 3 noises, before vs after RL), checkpoints/ (a killed run resumes; a finished one is not retrained).
+noise. Outputs in the run directory: metrics.csv, tensorboard/, plots.png,
+videos before/after RL with target (white) and tracked (red) trajectories,
+eval.md / eval.json (64 held-out controls x 3 noises, before vs after RL),
+checkpoints/ (a killed run resumes; a finished one is not retrained).
 
 Launch:
     python examples/ar_drag_grpo.py

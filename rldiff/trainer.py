@@ -298,7 +298,7 @@ class GRPOTrainer:
     def step(self) -> dict[str, float]:
         """One GRPO iteration; returns its metrics (and checkpoints when due)."""
         t0 = time.perf_counter()
-        lr_scale = self._anneal()
+        self._anneal()
         rollout, control = self.collect()
         t1 = time.perf_counter()
         adv = compute_advantages(rollout, self.gamma, self.norm_eps, self.adv_clip, self.term_weights)
@@ -313,7 +313,7 @@ class GRPOTrainer:
         total = dist_utils.all_gather_cat(total)
         metrics.update(
             iteration=float(self.iteration),
-            lr=self.base_lrs[0] * lr_scale,
+            lr=float(self.optimizer.param_groups[0]["lr"]),
             reward_mean=float(total.nanmean()),
             reward_std=float(total[torch.isfinite(total)].std(correction=0)) if bool(torch.isfinite(total).any()) else float("nan"),
             nonfinite_groups=float(adv.nonfinite_groups),
@@ -329,12 +329,11 @@ class GRPOTrainer:
             self.save_checkpoint()
         return metrics
 
-    def _anneal(self) -> float:
-        """Set this iteration's learning rates (a function of the iteration alone, so a resumed run gets the same); returns the scale."""
+    def _anneal(self) -> None:
+        """Set this iteration's learning rates (a function of the iteration alone, so a resumed run gets the same)."""
         scale = 1.0 if self.anneal_iterations is None else max(0.0, 1.0 - self.iteration / self.anneal_iterations)
         for group, base in zip(self.optimizer.param_groups, self.base_lrs):
             group["lr"] = base * scale
-        return scale
 
     def train(self, num_iterations: int, callback=None) -> list[dict[str, float]]:
         """Run until ``self.iteration == num_iterations`` (a resumed run continues where it stopped)."""
