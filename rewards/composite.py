@@ -53,6 +53,11 @@ class CompositeReward:
         self.weights = {name: float(weights.get(name, 1.0)) for name in self.rewards}
         self.sub_weights = {key: float(w) for key, w in weights.items() if "/" in key}  # "<name>/<key>" -> weight
 
+    @property
+    def term_weights(self) -> dict[str, float]:
+        """Every weighted term of the total, ``{name or "<name>/<key>": weight}`` (what per-term advantage estimators weigh)."""
+        return {**self.weights, **self.sub_weights}
+
     def _combine(self, parts: dict[str, dict[str, Tensor]]) -> dict[str, Tensor]:
         out: dict[str, Tensor] = {}
         total = None

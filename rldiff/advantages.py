@@ -1,15 +1,45 @@
-"""Returns and group-relative advantages (contract).
+"""Returns and group-relative advantages (contract), and the advantage estimators of the GRPO trainer.
 
 Shapes: ``B`` controls, ``G`` rollouts per control, ``F`` frames, ``R = B * G``
 rollouts in a flat batch.
+
+An estimator turns a collected rollout's rewards into per-frame advantages;
+one class per variant (pass one to ``GRPOTrainer(advantage=...)``):
+
+- :class:`GroupAdvantage`: the total reward's returns normalized within each
+  group (Flow-GRPO, AR-Drag).
+- :class:`PerTermAdvantage`: each named reward term normalized within its
+  group, then summed with weights, ``sum_k w_k norm_G(R_k)`` (MixGRPO and
+  DanceGRPO with several reward models).
+- :class:`RenormalizedPerTermAdvantage`: that weighted sum normalized within
+  the group again, so every group and frame has unit spread.
+
+:func:`compute_advantages` does what every estimator shares: gathering
+groups across ranks, excluding groups with non-finite values, clamping.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
 import torch
 from torch import Tensor
 
-__all__ = ["returns_to_go", "group_normalize", "group_normalize_by_id"]
+from rldiff import distributed as dist_utils
+
+__all__ = [
+    "returns_to_go",
+    "group_normalize",
+    "group_normalize_by_id",
+    "AdvantageEstimator",
+    "GroupAdvantage",
+    "PerTermAdvantage",
+    "RenormalizedPerTermAdvantage",
+    "Advantages",
+    "compute_advantages",
+]
 
 
 def returns_to_go(rewards: Tensor, gamma: float) -> Tensor:
@@ -65,3 +95,139 @@ def group_normalize_by_id(x: Tensor, group: Tensor, eps: float = 1e-4) -> tuple[
     std = var.sqrt()[inverse]  # [R, D]
     normalized = (centered / (std + eps)).to(x.dtype).reshape(x.shape)
     return normalized, std.to(x.dtype).reshape(x.shape)
+
+
+# ----------------------------------------------------------------------------- estimators
+class AdvantageEstimator:
+    """Base of the estimators: which reward signals to normalize, and how to combine them.
+
+    ``signals(rollout) -> {name: [R, F]}`` picks the per-frame rewards;
+    ``combine(normalized {name: [R_ok, F]}, groups [R_ok], eps) -> [R_ok, F]``
+    merges their group-normalized returns. ``with_default_weights(weights)``
+    returns the estimator with the reward's own term weights filled in where
+    the estimator needs weights and was given none (the job passes
+    ``CompositeReward.term_weights``); estimators without weights return themselves.
+    """
+
+    def signals(self, rollout) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def combine(self, normalized: dict[str, Tensor], groups: Tensor, eps: float) -> Tensor:
+        raise NotImplementedError
+
+    def with_default_weights(self, weights: Mapping[str, float] | None) -> AdvantageEstimator:
+        return self
+
+
+@dataclass(frozen=True)
+class GroupAdvantage(AdvantageEstimator):
+    """The total reward's returns, normalized within each group (Flow-GRPO, AR-Drag)."""
+
+    def signals(self, rollout) -> dict[str, Tensor]:
+        return {"reward": rollout["reward"].float()}  # [R, F]
+
+    def combine(self, normalized: dict[str, Tensor], groups: Tensor, eps: float) -> Tensor:
+        return normalized["reward"]
+
+
+@dataclass(frozen=True)
+class PerTermAdvantage(AdvantageEstimator):
+    """``sum_k w_k * norm_G(R_k)`` over named reward terms (MixGRPO, DanceGRPO with several rewards).
+
+    Each ``("reward_terms", name)`` of the rollout is turned into returns and
+    normalized within its group on its own, then the terms are summed with
+    their weights: a term with a small spread inside the group (a tracker's
+    early frames) counts as much as a noisy one instead of drowning in it.
+
+    Args:
+        weights: ``{term name: weight}``; ``None`` until :meth:`with_default_weights`
+            fills in the composite reward's own weights.
+    """
+
+    weights: Mapping[str, float] | None = None
+
+    def __post_init__(self):
+        if self.weights is not None:
+            if not isinstance(self.weights, Mapping) or not self.weights:
+                raise ValueError(f"{type(self).__name__}: weights must be a non-empty mapping of term name -> weight, got {self.weights!r}")
+            object.__setattr__(self, "weights", MappingProxyType({str(k): float(v) for k, v in self.weights.items()}))
+
+    def with_default_weights(self, weights: Mapping[str, float] | None) -> AdvantageEstimator:
+        if self.weights is not None:
+            return self
+        if not weights:
+            raise ValueError(f"{type(self).__name__} needs term weights: pass weights= or a reward with term_weights (a CompositeReward), got {weights!r}")
+        return type(self)(weights=weights)
+
+    def signals(self, rollout) -> dict[str, Tensor]:
+        if self.weights is None:
+            raise ValueError(f"{type(self).__name__}: no weights (call with_default_weights(reward.term_weights) or pass weights=)")
+        have = sorted(rollout["reward_terms"].keys()) if "reward_terms" in rollout.keys() else []
+        missing = sorted(name for name in self.weights if name not in have)
+        if missing:
+            raise KeyError(f"{type(self).__name__}: weights name {missing}, the rollout's reward_terms are {have}")
+        return {name: rollout["reward_terms", name].float() for name in self.weights}  # each [R, F]
+
+    def combine(self, normalized: dict[str, Tensor], groups: Tensor, eps: float) -> Tensor:
+        return sum(self.weights[name] * value for name, value in normalized.items())  # [R_ok, F]
+
+
+@dataclass(frozen=True)
+class RenormalizedPerTermAdvantage(PerTermAdvantage):
+    """:class:`PerTermAdvantage`'s weighted sum, normalized within the group again (unit spread per group and frame)."""
+
+    def combine(self, normalized: dict[str, Tensor], groups: Tensor, eps: float) -> Tensor:
+        return group_normalize_by_id(super().combine(normalized, groups, eps), groups, eps)[0]
+
+
+@dataclass
+class Advantages:
+    """Per-frame advantages of this rank's rollouts and the group bookkeeping."""
+
+    frame: Tensor  # [R, F] clamped, zero for excluded rollouts
+    valid: Tensor  # [R] bool: rollout belongs to a group with only finite values
+    num_groups: int
+    nonfinite_groups: int
+    zero_variance_groups: int
+
+
+def compute_advantages(rollout, gamma: float, eps: float, adv_clip: float, estimator: AdvantageEstimator | None = None) -> Advantages:
+    """Group-relative advantages of a rollout batch, with groups gathered across ranks.
+
+    ``estimator`` (default :class:`GroupAdvantage`) picks the reward signals;
+    each is turned into returns (``gamma``), normalized within its group and
+    combined by the estimator, then clamped to ``[-adv_clip, adv_clip]``.
+
+    A group with any non-finite value in the estimator's signals, the total
+    reward or the old log-probs (on any rank) is excluded: its rollouts get
+    advantage 0 and ``valid = False``.
+    """
+    if not adv_clip > 0:
+        raise ValueError(f"compute_advantages: adv_clip must be > 0, got {adv_clip}")
+    estimator = estimator if estimator is not None else GroupAdvantage()
+    signals = estimator.signals(rollout)  # {name: [R, F]}
+    reward = rollout["reward"].float()  # [R, F]
+    old_logp = rollout["steps", "log_prob"]  # [R, S]
+    finite = torch.isfinite(reward).all(dim=1) & torch.isfinite(old_logp).all(dim=1)  # [R]
+    for value in signals.values():
+        finite &= torch.isfinite(value).all(dim=1)
+    all_group = dist_utils.all_gather_cat(rollout["group"])  # [R_all]
+    all_finite = dist_utils.all_gather_cat(finite.to(torch.uint8)).bool()  # [R_all]
+    ids, bad_ids = torch.unique(all_group), torch.unique(all_group[~all_finite])
+    ok = ~torch.isin(all_group, bad_ids)  # [R_all]
+
+    adv_all = torch.zeros(len(all_group), reward.shape[1], dtype=reward.dtype, device=reward.device)  # [R_all, F]
+    zero_var = 0
+    if bool(ok.any()):
+        kept = all_group[ok]  # [R_ok]
+        normalized, spread = {}, torch.zeros(int(ok.sum()), dtype=reward.dtype, device=reward.device)  # [R_ok]
+        for name, value in signals.items():
+            returns = returns_to_go(dist_utils.all_gather_cat(value)[ok], gamma)  # [R_ok, F]
+            normalized[name], std = group_normalize_by_id(returns, kept, eps)
+            spread = torch.maximum(spread, std.amax(dim=1))
+        adv_all[ok] = estimator.combine(normalized, kept, eps).clamp(-adv_clip, adv_clip)
+        zero_var = len(torch.unique(kept[spread <= 1e-8]))
+
+    start = dist_utils.rank() * reward.shape[0]
+    local = slice(start, start + reward.shape[0])
+    return Advantages(adv_all[local], ok[local], len(ids), len(bad_ids), zero_var)

@@ -68,14 +68,14 @@ def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     return load_file(str(path), device=str(device))
 
 
-def save_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` as JSON to ``path`` atomically."""
+def save_json(path: str | os.PathLike, obj: Any, sort_keys: bool = True) -> None:
+    """Write ``obj`` as JSON to ``path`` atomically (``sort_keys=False`` keeps the mappings' order)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
+            json.dump(obj, f, indent=2, sort_keys=sort_keys)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

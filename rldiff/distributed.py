@@ -16,7 +16,7 @@ from typing import Iterable
 import torch
 import torch.distributed as dist
 
-__all__ = ["init_from_env", "destroy", "broadcast_str", "broadcast_module_", "barrier", "is_distributed", "rank", "world_size", "all_gather_cat", "all_reduce_mean_", "average_gradients", "any_flag"]
+__all__ = ["init_from_env", "destroy", "broadcast_str", "broadcast_module_", "barrier", "is_distributed", "rank", "world_size", "rank_seed", "all_gather_cat", "all_reduce_mean_", "average_gradients", "any_flag"]
 
 
 def is_distributed() -> bool:
@@ -98,6 +98,14 @@ def rank() -> int:
 
 def world_size() -> int:
     return dist.get_world_size() if is_distributed() else 1
+
+
+RANK_SEED_STRIDE = 1_000_003  # a prime: the streams of ranks and of seeds next to each other do not collide
+
+
+def rank_seed(seed: int, rank_index: int | None = None) -> int:
+    """A distinct, reproducible seed per rank: ``seed + 1_000_003 * rank`` (rank 0 keeps ``seed``, so one process is unchanged)."""
+    return int(seed) + RANK_SEED_STRIDE * (rank() if rank_index is None else int(rank_index))
 
 
 def all_gather_cat(x: torch.Tensor) -> torch.Tensor:

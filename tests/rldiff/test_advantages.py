@@ -3,7 +3,15 @@
 import pytest
 import torch
 
-from rldiff.advantages import group_normalize, group_normalize_by_id, returns_to_go
+from rldiff.advantages import (
+    GroupAdvantage,
+    PerTermAdvantage,
+    RenormalizedPerTermAdvantage,
+    compute_advantages,
+    group_normalize,
+    group_normalize_by_id,
+    returns_to_go,
+)
 
 
 def test_returns_to_go_by_hand():
@@ -56,34 +64,54 @@ def rollout_with_terms(terms: dict[str, torch.Tensor], group_size: int):
     return rec.build()
 
 
-def test_per_term_advantages_weigh_a_quiet_term_like_a_loud_one():
-    from rldiff.trainer import compute_advantages
+def corr(a, b) -> float:
+    return float(torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1])
 
+
+def test_per_term_estimators_weigh_a_quiet_term_like_a_loud_one():
     g = torch.Generator().manual_seed(0)
     quiet, loud = 0.01 * torch.randn(16, 3, generator=g), 10.0 * torch.randn(16, 3, generator=g)
     rollout = rollout_with_terms({"quiet": quiet, "loud": loud}, group_size=8)
     groups = torch.arange(16) // 8
-
-    def corr(a, b):
-        return float(torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1])
-
-    total = compute_advantages(rollout, 0.0, 1e-6, 100.0)
-    assert corr(total.frame, quiet) < 0.2  # the summed reward drowns the quiet term
-    per_term = compute_advantages(rollout, 0.0, 1e-6, 100.0, {"quiet": 1.0, "loud": 1.0})
     norm_quiet = group_normalize_by_id(quiet, groups, 1e-6)[0]
     norm_loud = group_normalize_by_id(loud, groups, 1e-6)[0]
-    expected = group_normalize_by_id(norm_quiet + norm_loud, groups, 1e-6)[0]
-    assert torch.allclose(per_term.frame, expected, atol=1e-5)
-    assert corr(per_term.frame, quiet) > 0.5 and corr(per_term.frame, loud) > 0.5
-    # the weighted sum is normalized again: unit spread in every group and frame, as with the total
-    assert torch.allclose(per_term.frame.view(2, 8, 3).std(dim=1, correction=0), torch.ones(2, 3), atol=1e-4)
-    negative = compute_advantages(rollout, 0.0, 1e-6, 100.0, {"quiet": -1.0})
+
+    total = compute_advantages(rollout, 0.0, 1e-6, 100.0, GroupAdvantage())
+    assert corr(total.frame, quiet) < 0.2  # the summed reward drowns the quiet term
+    assert torch.allclose(total.frame, compute_advantages(rollout, 0.0, 1e-6, 100.0).frame)  # the default estimator
+    # MixGRPO / DanceGRPO: the weighted sum of per-term normalized advantages, no second normalization
+    summed = compute_advantages(rollout, 0.0, 1e-6, 100.0, PerTermAdvantage({"quiet": 1.0, "loud": 0.5}))
+    assert torch.allclose(summed.frame, norm_quiet + 0.5 * norm_loud, atol=1e-5)
+    # the spread of a sum of two unit-spread terms: sqrt(1 + 0.25 + 2 * 0.5 * rho) for their correlation rho, not 1
+    assert not torch.allclose(summed.frame.view(2, 8, 3).std(dim=1, correction=0), torch.ones(2, 3), atol=1e-2)
+    # ... and that sum normalized again: unit spread in every group and frame, as with the total
+    renormalized = compute_advantages(rollout, 0.0, 1e-6, 100.0, RenormalizedPerTermAdvantage({"quiet": 1.0, "loud": 1.0}))
+    assert torch.allclose(renormalized.frame, group_normalize_by_id(norm_quiet + norm_loud, groups, 1e-6)[0], atol=1e-5)
+    assert corr(renormalized.frame, quiet) > 0.5 and corr(renormalized.frame, loud) > 0.5
+    assert torch.allclose(renormalized.frame.view(2, 8, 3).std(dim=1, correction=0), torch.ones(2, 3), atol=1e-4)
+    negative = compute_advantages(rollout, 0.0, 1e-6, 100.0, RenormalizedPerTermAdvantage({"quiet": -1.0}))
     assert torch.allclose(negative.frame, -norm_quiet, atol=1e-3)
 
 
-def test_per_term_advantages_name_a_missing_term():
-    from rldiff.trainer import compute_advantages
-
+def test_per_term_estimators_take_the_rewards_weights_and_name_a_missing_term():
     rollout = rollout_with_terms({"a": torch.randn(4, 2)}, group_size=2)
-    with pytest.raises(KeyError, match=r"term_weights names \['b'\].*reward_terms are \['a'\]"):
-        compute_advantages(rollout, 0.0, 1e-4, 5.0, {"b": 1.0})
+    with pytest.raises(KeyError, match=r"PerTermAdvantage: weights name \['b'\], the rollout's reward_terms are \['a'\]"):
+        compute_advantages(rollout, 0.0, 1e-4, 5.0, PerTermAdvantage({"b": 1.0}))
+    with pytest.raises(ValueError, match="RenormalizedPerTermAdvantage needs term weights"):
+        RenormalizedPerTermAdvantage().with_default_weights({})
+    filled = RenormalizedPerTermAdvantage().with_default_weights({"a": 2.0})
+    assert type(filled) is RenormalizedPerTermAdvantage and dict(filled.weights) == {"a": 2.0}
+    assert PerTermAdvantage({"a": 1.0}).with_default_weights({"a": 2.0}).weights["a"] == 1.0  # given weights win
+    assert GroupAdvantage().with_default_weights({"a": 2.0}) == GroupAdvantage()
+    with pytest.raises(ValueError, match="adv_clip must be > 0, got 0.0"):
+        compute_advantages(rollout, 0.0, 1e-4, 0.0)
+
+
+def test_a_nonfinite_term_excludes_its_group_even_when_the_total_is_finite():
+    a, b = torch.randn(8, 2, generator=torch.Generator().manual_seed(1)), torch.zeros(8, 2)
+    rollout = rollout_with_terms({"a": a, "b": b}, group_size=4)
+    rollout["reward_terms", "b"][1, 0] = float("nan")  # group 0; the recorded total stays finite
+    assert bool(torch.isfinite(rollout["reward"]).all())
+    adv = compute_advantages(rollout, 0.0, 1e-4, 5.0, PerTermAdvantage({"a": 1.0, "b": 1.0}))
+    assert adv.nonfinite_groups == 1 and adv.valid.tolist() == [False] * 4 + [True] * 4
+    assert torch.equal(adv.frame[:4], torch.zeros(4, 2)) and bool(torch.isfinite(adv.frame).all())

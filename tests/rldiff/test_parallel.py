@@ -120,7 +120,7 @@ def test_checkpoint_from_two_sharded_processes_loads_into_one_and_continues(two_
 def test_checkpoint_from_one_process_loads_into_two_sharded_processes(two_process_run):
     got = torch.load(two_process_run / "from1.pt", weights_only=True)
     ckpt = two_process_run / "ckpt1" / "ckpt-00000001"  # (the 2-process run then wrote ckpt-00000002 beside it)
-    written, optimizer = load_tensors(ckpt / "policy.safetensors"), load_tensors(ckpt / "optimizer.safetensors")
+    written, optimizer = load_tensors(ckpt / "policy.safetensors"), load_tensors(ckpt / "optimizer_policy.safetensors")
     assert got["iteration"] == 1
     assert set(got["state"]) == set(written)
     assert all(torch.equal(got["state"][k], written[k]) for k in written)

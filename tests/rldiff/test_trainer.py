@@ -1,5 +1,7 @@
 """The generic GRPO trainer on the 2-D toy world: ratio, learning, non-finite handling, resume."""
 
+from functools import partial
+
 import pytest
 import torch
 
@@ -92,23 +94,27 @@ def test_resume_continues_the_same_stream(pretrained_state, tmp_path):
     for a, b in zip(straight.params, resumed.params):
         assert torch.equal(a, b)
     files = sorted(p.name for p in latest_checkpoint(tmp_path / "b").iterdir())
-    assert files == ["optimizer.json", "optimizer.safetensors", "policy.safetensors", "rng.safetensors", "trainer.json"]
+    assert files == ["optimizer_policy.json", "optimizer_policy.safetensors", "policy.safetensors", "rng.safetensors", "state.json"]
 
 
-def test_annealed_lr_falls_linearly_and_resumes_on_schedule(pretrained_state, tmp_path):
-    straight = make_trainer(pretrained_state, anneal_iterations=4)
+def linear_to_zero(iterations: int):
+    return partial(torch.optim.lr_scheduler.LinearLR, start_factor=1.0, end_factor=0.0, total_iters=iterations)
+
+
+def test_lr_schedule_falls_linearly_and_resumes_on_schedule(pretrained_state, tmp_path):
+    straight = make_trainer(pretrained_state, lr_schedule=linear_to_zero(4))
     history = straight.train(4)
+    # iteration i runs at 3e-4 * (1 - i / 4); the schedule steps after each iteration, reaching 0 after the 4th
     assert [m["lr"] for m in history] == pytest.approx([3e-4, 2.25e-4, 1.5e-4, 0.75e-4])
-    assert straight.optimizer.param_groups[0]["lr"] == pytest.approx(0.75e-4)
-    first = make_trainer(pretrained_state, anneal_iterations=4, checkpoint_dir=tmp_path, checkpoint_every=2)
+    assert straight.optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    first = make_trainer(pretrained_state, lr_schedule=linear_to_zero(4), checkpoint_dir=tmp_path, checkpoint_every=2)
     first.train(2)
-    resumed = make_trainer(pretrained_state, anneal_iterations=4, checkpoint_dir=tmp_path, checkpoint_every=2)
+    assert (latest_checkpoint(tmp_path) / "scheduler_lr.json").is_file()
+    resumed = make_trainer(pretrained_state, lr_schedule=linear_to_zero(4), checkpoint_dir=tmp_path, checkpoint_every=2)
     assert resumed.resume()
     tail = resumed.train(4)
     assert [m["lr"] for m in tail] == [m["lr"] for m in history[2:]]
     assert all(torch.equal(a, b) for a, b in zip(straight.params, resumed.params))
-    with pytest.raises(ValueError, match=r"anneal_iterations must be >= 1 or None, got 0"):
-        make_trainer(pretrained_state, anneal_iterations=0)
 
 
 def test_constructor_errors_name_the_argument(pretrained_state):
@@ -116,3 +122,30 @@ def test_constructor_errors_name_the_argument(pretrained_state):
         make_trainer(pretrained_state, group_size=1)
     with pytest.raises(ValueError, match="minibatch_size"):
         make_trainer(pretrained_state, minibatch_size=0)
+    for name, value, expected in (
+        ("adv_clip", -1.0, "adv_clip must be a finite number > 0, got -1.0"),
+        ("adv_clip", 0.0, "adv_clip must be a finite number > 0, got 0.0"),
+        ("kl_coef", -1.0, "kl_coef must be a finite number >= 0"),
+        ("checkpoint_every", 0, "checkpoint_every must be a positive int, got 0"),
+        ("lr", float("nan"), "lr must be a finite number > 0, got nan"),
+        ("gamma", 2.0, r"gamma must lie in \[0, 1\], got 2.0"),
+    ):
+        with pytest.raises(ValueError, match=expected):
+            make_trainer(pretrained_state, **{name: value})
+
+
+class NaNRecompute(ToyPolicy):
+    """Acts like ToyPolicy but its recomputed means are NaN (a policy that broke after collection)."""
+
+    def recompute(self, rollout, control):
+        return super().recompute(rollout, control) * float("nan")
+
+
+def test_updates_skipped_for_nonfinite_log_probs_stop_the_run(pretrained_state):
+    model = ToyFlowModel(hidden=64)
+    model.load_state_dict(pretrained_state)
+    trainer = GRPOTrainer(NaNRecompute(model, eta=0.7), ToyCollector(num_steps=6), NoControlSource(), OneStepPerFrame(), num_controls=4, group_size=4, minibatch_size=8)
+    before = [p.clone() for p in trainer.params]
+    with pytest.raises(NonFiniteError, match=r"2 of 2 updates were skipped for non-finite recomputed log-probs or gradients"):
+        trainer.step()
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.params))  # nothing was applied
