@@ -23,20 +23,13 @@ every row. About 10 seconds on 2 cores.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
+from hydra import compose, initialize
+from hydra.utils import instantiate
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "examples"))
-
-import ar_drag_grpo  # noqa: E402,F401  (registers the job's configs)
-from grpo_parts import build_policy, build_reward  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
-
-from envs import ARVideoDenoisingVectorEnv, EnvCollector  # noqa: E402
+import examples.ar_drag_grpo  # noqa: F401  (registers the job's configs)
+from envs import ARVideoDenoisingVectorEnv, EnvCollector
 
 
 def within_group(values: torch.Tensor, b: int, g: int) -> torch.Tensor:
@@ -61,14 +54,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("overrides", nargs="*", help="ar_drag_grpo overrides (policy, reward, schedule)")
     args = parser.parse_args()
-    with initialize_config_dir(config_dir=str(ROOT / "examples"), version_base=None):
+    with initialize(config_path=None, version_base=None):
         cfg = compose("ar_drag_grpo", overrides=[*args.overrides, "reward.increments=true"])
     b, g = args.controls, args.group
     codec, controls = instantiate(cfg.codec), instantiate(cfg.controls)
-    policy = build_policy(cfg.policy, codec)
-    env = ARVideoDenoisingVectorEnv(
-        b * g, control_source=controls, codec=codec, reward=build_reward(cfg.reward), num_steps=cfg.policy.num_steps, shift=cfg.policy.shift
-    )
+    policy = instantiate(cfg.policy, codec=codec, step=instantiate(cfg.step))
+    reward = instantiate(cfg.reward, tracker=instantiate(cfg.tracker))
+    env = ARVideoDenoisingVectorEnv(b * g, control_source=controls, codec=codec, reward=reward, num_steps=policy.num_steps, shift=policy.shift)
     gen = torch.Generator().manual_seed(args.seed)
     control = controls.sample(b, gen)
     f, n = env.num_frames, env.num_steps

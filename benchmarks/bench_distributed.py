@@ -27,11 +27,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def worker(args) -> None:
     """One rank of the measurement (or the only process): prints ``ROLLOUTS_PER_S <x>`` on rank 0."""
-    sys.path.insert(0, str(ROOT / "examples"))
     import torch
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
 
     from envs import ARVideoDenoisingVectorEnv, EnvCollector
-    from grpo_parts import PixelCodecConf, SpritesRewardConf, SpritesStudentConf, build_policy, build_reward
+    from examples.ar_drag.components import CPSStepConf, LucasKanadeConf, SpritesRewardConf, SpritesStudentConf
     from rldiff import distributed as dist_utils
     from rldiff import parallel
     from rldiff.data.sprites import SpritesDrag
@@ -41,14 +42,14 @@ def worker(args) -> None:
 
     dist_utils.init_from_env(timeout_s=600)
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() and dist_utils.comm_device().type == "cuda" else None
-    codec = PixelCodec(factor=PixelCodecConf.factor)
-    pconf = SpritesStudentConf()
-    policy = build_policy(pconf, codec)
+    codec = PixelCodec(factor=4)
+    policy = instantiate(OmegaConf.structured(SpritesStudentConf), codec=codec, step=instantiate(OmegaConf.structured(CPSStepConf)))
+    reward = instantiate(OmegaConf.structured(SpritesRewardConf), tracker=instantiate(OmegaConf.structured(LucasKanadeConf)))
     if device is not None:
         policy.to(device)
     controls = SpritesDrag(32, 8)
     local = args.num_controls * args.group_size // dist_utils.world_size()
-    env = ARVideoDenoisingVectorEnv(local, control_source=controls, codec=codec, reward=build_reward(SpritesRewardConf()), num_steps=pconf.num_steps, shift=pconf.shift)
+    env = ARVideoDenoisingVectorEnv(local, control_source=controls, codec=codec, reward=reward, num_steps=policy.num_steps, shift=policy.shift)
     strategy = {"none": parallel.ManualAllReduce, "ddp": parallel.DDP, "fsdp2": parallel.FSDP2}[args.parallel]()
     trainer = GRPOTrainer(policy, EnvCollector(env), controls, OneStepPerFrame(), lr=3e-4, num_controls=args.num_controls, group_size=args.group_size, minibatch_size=None, parallel=strategy)
     trainer.step()  # warm-up

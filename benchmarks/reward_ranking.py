@@ -16,43 +16,36 @@ against where a template search over the whole frame finds its sprite
 while the template distance stays flat is tracker drift, not misplaced sprites.
 
     python benchmarks/reward_ranking.py
-    python benchmarks/reward_ranking.py --clips 32 --checkpoint runs/x/checkpoints/ckpt-00000150
-    python benchmarks/reward_ranking.py --clips 64 --draws 3 --checkpoint a/... --checkpoint b/...   # compare runs
+    python benchmarks/reward_ranking.py --clips 32 --checkpoint outputs/<date>/<time>     # a run dir: its newest checkpoint
+    python benchmarks/reward_ranking.py --clips 64 --draws 3 --checkpoint a/checkpoints/ckpt-00000150 --checkpoint b   # compare runs
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "examples"))
+from examples.ar_drag.components import BUNDLE
+from examples.ar_drag.evaluation import bidirectional_sampler, causal_sampler, stats_of_tracks
+from examples.ar_drag.stages import build_world
+from policies.causal_wan import CausalWan
+from policies.teacher import BidirectionalWan
+from rewards.sprites import SpritesQualityReward
+from rewards.trackers import LucasKanadeTracker
+from rewards.trajectory import hinge_queries, trajectory_hinge
+from rldiff.run_state import load_policy_weights
 
-from distill_stages import build_world  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
-from safetensors.torch import load_file  # noqa: E402
-from sprites_eval import eval_queries, generate_bidirectional, generate_causal, stats_of_tracks  # noqa: E402
-
-from policies.causal_wan import CausalWan  # noqa: E402
-from policies.teacher import BidirectionalWan  # noqa: E402
-from rewards.sprites import SpritesQualityReward  # noqa: E402
-from rewards.trackers import LucasKanadeTracker  # noqa: E402
-from rewards.trajectory import trajectory_hinge  # noqa: E402
-from rldiff.flow import shifted_sigmas  # noqa: E402
-
-BUNDLE = ROOT / "examples" / "pretrained" / "sprites_drag"
 ALPHAS = (0.05, 0.01, 0.0025)
 
 
 def load_grpo_student(checkpoint: Path) -> CausalWan:
-    """The bundled student with a GRPO checkpoint's policy weights (``policy.safetensors``, keys ``model.*``)."""
+    """The bundled student with a GRPO run's policy weights (a run, checkpoints or ckpt-* directory)."""
     model = CausalWan.from_pretrained(BUNDLE / "student")
-    state = {k.removeprefix("model."): v for k, v in load_file(checkpoint / "policy.safetensors").items()}
-    model.load_state_dict(state)
+    model.load_state_dict(load_policy_weights(checkpoint))
     return model.eval()
 
 
@@ -70,12 +63,10 @@ def main() -> None:
     videos, control = world.heldout.heldout_videos()
     order = list(range(args.clips)) * args.draws  # every control once per noise draw
     videos, control = videos[order], control.index(order)
-    cond = world.encoder.encode(control, cfg.num_frames, torch.Generator().manual_seed(7))
-    noise = torch.randn(len(order), cfg.num_frames, world.codec.latent_channels, *world.latent_size, generator=torch.Generator().manual_seed(8))
-    sigmas = shifted_sigmas(cfg.num_steps, cfg.shift)
 
-    def decode(latents):
-        return world.codec.decode(latents).clamp(0, 1)
+    def causal(model):  # every causal model from the same conditioning and initial noise
+        sample = causal_sampler(model, world.encoder, world.codec, cfg.num_frames, cfg.num_steps, cfg.shift)
+        return world.codec.decode(sample(control, torch.Generator().manual_seed(8))["clean"]).clamp(0, 1)
 
     quality = SpritesQualityReward()
     quality.reset(control)  # its templates locate the sprites (SpritesQualityReward.locate)
@@ -83,19 +74,23 @@ def main() -> None:
         rows = {
             "ground truth": videos,
             "frozen (reference repeated)": control.reference[:, None].expand_as(videos).contiguous(),
-            "teacher (20 steps)": decode(generate_bidirectional(BidirectionalWan.from_pretrained(BUNDLE / "teacher").eval(), cond, noise, 20, cfg.shift)[0]),
-            "student (bundled)": decode(generate_causal(CausalWan.from_pretrained(BUNDLE / "student").eval(), cond, noise, sigmas)[0]),
+            "teacher (20 steps)": world.codec.decode(
+                bidirectional_sampler(BidirectionalWan.from_pretrained(BUNDLE / "teacher").eval(), world.encoder, (world.codec.latent_channels, *world.latent_size), cfg.num_frames, 20, cfg.shift)(
+                    control, torch.Generator().manual_seed(8)
+                )["clean"]
+            ).clamp(0, 1),
+            "student (bundled)": causal(CausalWan.from_pretrained(BUNDLE / "student").eval()),
         }
         # which part of the student's frames the tracker fails on: the true sprites pasted onto its background
         near = near_sprites(quality.locate(videos), videos.shape[-2:], radius=0.2)  # [B, T, 1, H, W]
         rows["ground-truth sprites on the student's background"] = near * videos + (1 - near) * rows["student (bundled)"]
         for ckpt in args.checkpoint:
-            rows[f"GRPO {ckpt.parent.parent.name}/{ckpt.name}"] = decode(generate_causal(load_grpo_student(ckpt), cond, noise, sigmas)[0])
+            rows[f"GRPO {ckpt}"] = causal(load_grpo_student(ckpt))
 
     tracker = LucasKanadeTracker()
     drift = {}
     # one LK pass per video serves both: the hinge counts only points visible at frame 0 (its queries, the same ones)
-    queries = eval_queries(control)
+    queries, _ = hinge_queries(control.trajectory, control.visibility)
     hinge_target = control.visibility & control.visibility[:, :1]  # [B, T, K]
     scored = hinge_target[:, 1:].any(-1)  # [B, T-1] frames with a counted point
     head = " | ".join(f"{rule} a={a}" for rule in ("miss", "stale") for a in ALPHAS)

@@ -28,14 +28,16 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import MISSING
-from tqdm import tqdm
 
-from common import MetricsLogger
-from launch import DistConf, failing_clearly, is_main, launch, rank_seed, register_parallel
-from distill_stages import DistillStage, TeacherStage, build_world, student_from_teacher
+from examples.ar_drag.evaluation import bidirectional_sampler, causal_sampler, evaluate, results_table
+from examples.ar_drag.stages import DistillStage, TeacherStage, build_world, student_from_teacher
+from examples.common import configs
+from examples.common.launch import DistConf, failing_clearly, is_main, launch
+from examples.common.loop import drive
+from examples.common.visualize import draw_tracks, save_video_grid
+from rldiff import distributed as dist_utils
+from rldiff.checkpoint import save_json
 from rldiff.flow import shifted_sigmas
-from sprites_eval import evaluate, format_table, generate_bidirectional, generate_causal
-from visualize import draw_tracks, save_video_grid
 
 
 @dataclass
@@ -75,7 +77,7 @@ class DistillConfig:
     lr_critic: float = 2e-4  # critic + head AdamW learning rate
     generator_every: int = 1  # critic updates per generator update
     adv_weight: float = 0.05  # adversarial term weight (0: DMD only)
-    eval_clips: int = 32  # held-out clips evaluated
+    eval_clips: int = 32  # held-out clips evaluated (one noise each)
     teacher_eval_steps: int = 20  # teacher sampling steps in the evaluation
     checkpoint_every: int = 50  # iterations between checkpoints
     export_dir: str | None = None  # copy teacher/ and student/ here at the end (the bundle)
@@ -85,31 +87,14 @@ class DistillConfig:
 
 cs = ConfigStore.instance()
 cs.store(name="ar_drag_distill", node=DistillConfig)
-register_parallel(cs)
+configs.register(cs)
 for _name, _cls in (("self_rollout", "SelfRollout"), ("self_forcing", "SelfForcing"), ("teacher_forcing", "TeacherForcing")):
     cs.store(group="rollout", name=_name, node=RolloutConf(_target_=f"policies.distill_rollouts.{_cls}"))
 
 
-def run_stage(name: str, stage, iterations: int, out: Path, tensorboard: bool) -> None:
-    """Drive a resumable stage to ``iterations`` with a progress bar and a metrics CSV."""
-    stage.resume()
-    logger = MetricsLogger(out / "logs" / name, tensorboard=tensorboard, start_iteration=stage.iteration) if is_main() else None
-    bar = tqdm(total=iterations, initial=stage.iteration, desc=name, dynamic_ncols=True, disable=not is_main())
-    while stage.iteration < iterations:
-        metrics = stage.step()
-        if logger is not None:
-            logger.log(metrics)
-        bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items() if k.startswith("loss")})
-        bar.update(1)
-    bar.close()
-    if logger is not None:
-        logger.close()
-    stage.finish()
-
-
 def main(cfg: DistillConfig) -> dict:
     out = Path(HydraConfig.get().runtime.output_dir)
-    torch.manual_seed(rank_seed(cfg.seed))
+    torch.manual_seed(dist_utils.rank_seed(cfg.seed))
     world = build_world(cfg)
     parallel = instantiate(cfg.parallel)  # how both stages sync gradients under torchrun
 
@@ -117,33 +102,37 @@ def main(cfg: DistillConfig) -> dict:
     teacher_dir = Path(cfg.teacher_path) if cfg.teacher_path else out / "teacher"
     teacher_stage = TeacherStage(world, teacher_dir, out / "teacher_ckpt", cfg, parallel=parallel)
     if not cfg.teacher_path:
-        run_stage("teacher", teacher_stage, cfg.teacher_iterations, out, cfg.tensorboard)
+        drive(teacher_stage, cfg.teacher_iterations, out / "logs" / "teacher", desc="teacher", tensorboard=cfg.tensorboard, show=("loss",))
+        teacher_stage.finish()
     teacher = teacher_stage.load_final()
 
     # Stage 2: distillation
     sigmas = shifted_sigmas(cfg.num_steps, cfg.shift)
     distill = DistillStage(world, teacher, instantiate(cfg.rollout), sigmas, out / "student", out / "distill_ckpt", cfg, parallel=parallel)
     untrained = student_from_teacher(teacher_dir, cfg)
-    run_stage("distill", distill, cfg.distill_iterations, out, cfg.tensorboard)
+    drive(distill, cfg.distill_iterations, out / "logs" / "distill", desc="distill", tensorboard=cfg.tensorboard, show=("loss_generator", "loss_critic"))
+    distill.finish()
     if not is_main():  # rank 0 evaluates and exports
         return {}
     student = distill.load_final()
 
-    # Stage 3: evaluation on held-out controls
+    # Stage 3: evaluation on held-out controls (one noise each, ODE sampling)
     control = world.heldout.heldout_controls().index(list(range(cfg.eval_clips)))
-    cond = world.encoder.encode(control, cfg.num_frames, torch.Generator().manual_seed(cfg.seed + 7))
-    noise = torch.randn(cfg.eval_clips, cfg.num_frames, world.codec.latent_channels, *world.latent_size, generator=torch.Generator().manual_seed(cfg.seed + 8))
-    results = {
-        "teacher": generate_bidirectional(teacher, cond, noise, cfg.teacher_eval_steps, cfg.shift),
-        "student (undistilled)": generate_causal(untrained, cond, noise, sigmas),
-        f"student ({cfg.rollout._target_.rsplit('.', 1)[-1]})": generate_causal(student, cond, noise, sigmas),
+    latent_shape = (world.codec.latent_channels, *world.latent_size)
+    samplers = {
+        "teacher": bidirectional_sampler(teacher, world.encoder, latent_shape, cfg.num_frames, cfg.teacher_eval_steps, cfg.shift),
+        "student (undistilled)": causal_sampler(untrained, world.encoder, world.codec, cfg.num_frames, cfg.num_steps, cfg.shift),
+        f"student ({cfg.rollout._target_.rsplit('.', 1)[-1]})": causal_sampler(student, world.encoder, world.codec, cfg.num_frames, cfg.num_steps, cfg.shift),
     }
-    rows = [evaluate(name, lat, spf, control, world.codec, world.tracker, world.quality) for name, (lat, spf) in results.items()]
-    table = format_table(rows)
-    (out / "eval.json").write_text(json.dumps(rows, indent=2))
+    rows, drawn = {}, []
+    for name, sample in samplers.items():
+        rows[name], (video, _) = evaluate(sample, world.codec, control, world.tracker, seed=cfg.seed + 7, sprites=True)
+        rows[name]["quality"] = float(world.quality.score(video, control).mean())
+        drawn += [draw_tracks(video[i], control.trajectory[i], control.visibility[i]) for i in range(2)]
+    table = results_table(rows)
+    save_json(out / "eval.json", rows, sort_keys=False)
     (out / "eval.md").write_text(table + "\n")
     print(table)
-    drawn = [draw_tracks(world.codec.decode(lat[i : i + 1])[0], control.trajectory[i], control.visibility[i]) for lat, _ in results.values() for i in range(2)]
     save_video_grid(out / "samples.gif", drawn)
 
     if cfg.export_dir:

@@ -12,7 +12,6 @@ Launch:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,10 +22,9 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import MISSING
-from tqdm import tqdm
-
-from common import MetricsLogger, register_schedules
-from rldiff.checkpoint import load_tensors, save_tensors
+from examples.common import configs
+from examples.common.loop import drive
+from rldiff.checkpoint import load_tensors, save_json, save_tensors
 from rldiff.toy import NoControlSource, ToyCollector, ToyFlowModel, ToyPolicy, pretrain
 from rldiff.trainer import GRPOTrainer
 
@@ -56,7 +54,7 @@ class ToyGRPOConfig:
 
 cs = ConfigStore.instance()
 cs.store(name="toy_grpo", node=ToyGRPOConfig)
-register_schedules(cs)
+configs.register(cs)
 
 
 def evaluate(policy: ToyPolicy, collector: ToyCollector, num: int, seed: int) -> float:
@@ -103,26 +101,16 @@ def main(cfg: ToyGRPOConfig) -> dict[str, float]:
         checkpoint_every=5,
         reference=reference_policy if cfg.kl_coef > 0 else None,
     )
-    if trainer.resume():
-        print(f"resumed from iteration {trainer.iteration}")
-    logger = MetricsLogger(out, tensorboard=cfg.tensorboard, start_iteration=trainer.iteration)
 
     # Collect and update
-    bar = tqdm(total=cfg.iterations, initial=trainer.iteration, desc="toy GRPO", dynamic_ncols=True)
-    for _ in range(trainer.iteration, cfg.iterations):
-        metrics = trainer.step()
-        logger.log(metrics)
-        bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", clip=f"{metrics.get('clip_fraction', 0):.2f}")
-        bar.update(1)
-    bar.close()
-    logger.close()
+    drive(trainer, cfg.iterations, out, desc="toy GRPO", tensorboard=cfg.tensorboard)
     if trainer.iteration % trainer.checkpoint_every:
         trainer.save_checkpoint()
 
     # Evaluate
     after = evaluate(policy, collector, cfg.eval_samples, cfg.seed + 1)
     summary = {"reward_before": before, "reward_after": after, "iterations": trainer.iteration}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    save_json(out / "summary.json", summary, sort_keys=False)
     print(f"mean ODE reward over {cfg.eval_samples} samples: before RL {before:.4f} -> after RL {after:.4f}")
     return summary
 

@@ -1,67 +1,118 @@
-"""Config groups of ``ar_drag_grpo.py`` and the builders that turn them into objects.
+"""The AR-Drag world's config groups and the builders they name as ``_target_``.
 
-Groups (one structured config per option, so a typo in an override is a Hydra error):
-  policy:   sprites_student (the bundled Sprites-Drag student) | wan (a diffusers Wan I2V dir)
-  codec:    pixel | wan_vae
-  controls: sprites (Sprites-Drag train split; held-out split for evaluation)
-  reward:   sprites (trajectory hinge + Sprites quality) | aesthetic (trajectory hinge + LAION aesthetic)
-  schedule: one_step_per_frame | all_steps | sliding_window | no_steps
-  grpo:     the GRPOTrainer settings
+Every option is a flat dataclass whose fields are the keyword arguments of its
+``_target_``; a job builds each part with ``hydra.utils.instantiate`` and hands
+in the parts it depends on (``codec=``, ``step=``, ``tracker=``):
+
+  policy:    sprites_student (the bundled Sprites-Drag student) | wan (a diffusers Wan I2V dir)
+  step:      cps | euler_maruyama          (the policy's stochastic step, rldiff.flow)
+  codec:     pixel | wan_vae
+  controls:  sprites                       (Sprites-Drag; split=heldout for evaluation)
+  tracker:   lucas_kanade | cotracker      (the reward's and the evaluation's point tracker)
+  reward:    sprites (trajectory hinge + log Sprites quality) | aesthetic (trajectory hinge + LAION aesthetic)
+  advantage: per_term_renormalized | per_term | group   (rldiff.advantages)
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from common import register_schedules
-
-BUNDLE = Path(__file__).resolve().parent / "pretrained" / "sprites_drag"
+BUNDLE = Path(__file__).resolve().parents[1] / "pretrained" / "sprites_drag"
 
 
 # ----------------------------------------------------------------------------- policy
+def _causal_dir(path: str | Path, hint: str = "") -> Path:
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"policy.path: no Wan/CausalWan directory at {path} (expected config.json){hint}")
+    return path
+
+
+def sprites_student(codec, step, path: str, window: int, sink: int | None, text_dim: int, heatmap_sigma: float, num_steps: int, shift: float):
+    """``FlowPolicy`` around the bundled Sprites-Drag ``CausalWan`` with hash text embeddings."""
+    from policies import CausalWan, FlowPolicy
+    from policies.conditioning import ControlEncoder
+    from policies.text_encoder import HashTextEncoder
+
+    hint = " (the bundled student: run examples/ar_drag_distill.py with export_dir, see docs/results.md)"
+    model = CausalWan.from_pretrained(_causal_dir(path, hint), window=window, sink=sink)
+    encoder = ControlEncoder(codec, HashTextEncoder(dim=text_dim), mask_channels=4, heatmap_sigma=heatmap_sigma)
+    return FlowPolicy(model, encoder, step=step, num_steps=num_steps, shift=shift)
+
+
+def wan_student(
+    codec, step, path: str, text_encoder_path: str, tokenizer_path: str | None, image_encoder_path: str | None,
+    extra_in_channels: int, heatmap_sigma: float, num_steps: int, shift: float, dtype: str, window: int, sink: int | None,
+):  # fmt: skip
+    """``FlowPolicy`` around a ``CausalWan`` from a diffusers Wan I2V directory, with UMT5 text and CLIP image encoders."""
+    from policies import CausalWan, FlowPolicy
+    from policies.conditioning import ControlEncoder
+    from policies.image_encoder import CLIPImageEncoder
+    from policies.text_encoder import UMT5TextEncoder
+
+    path = _causal_dir(path)
+    extra = None if (path / "causal_config.json").exists() else extra_in_channels  # a saved CausalWan has its channels
+    model = CausalWan.from_pretrained(path, extra_in_channels=extra, window=window, sink=sink, torch_dtype=getattr(torch, dtype))
+    text = UMT5TextEncoder.from_pretrained(text_encoder_path, tokenizer_path)
+    image = CLIPImageEncoder.from_pretrained(image_encoder_path) if image_encoder_path else None
+    encoder = ControlEncoder(codec, text, image, mask_channels=4, heatmap_sigma=heatmap_sigma)
+    return FlowPolicy(model, encoder, step=step, num_steps=num_steps, shift=shift)
+
+
 @dataclass
-class FlowPolicyConf:
-    """What every policy config shares: the KV window and the stochastic step of ``FlowPolicy``."""
-
-    window: int = 7  # KV window in frames (current one included)
-    sink: int | None = None  # first frames kept in every window (None: as saved with the model)
-    sde: str = "cps"  # stochastic step: cps (coefficient-preserving) | flow_grpo (Euler-Maruyama: excess noise at 3 steps)
-    eta: float = 0.5  # noise scale: fresh noise fraction in (0, 1] (cps) or Flow-GRPO's eta (flow_grpo)
-    sigma_cap: float = 0.99  # sigma cap inside the diffusion coefficient (flow_grpo)
-    num_steps: int = 3  # N, denoising steps per frame
-
-
-@dataclass
-class SpritesStudentConf(FlowPolicyConf):
+class SpritesStudentConf:
     """The bundled Sprites-Drag causal student (CPU world, hash text embeddings)."""
 
-    kind: str = "sprites_student"  # which builder (do not override)
+    _target_: str = "examples.ar_drag.components.sprites_student"
     path: str = str(BUNDLE / "student")  # CausalWan directory
+    window: int = 7  # KV window in frames (current one included, sinks not counted)
+    sink: int | None = None  # first frames kept in every window (None: as saved with the model)
     text_dim: int = 32  # hash text embedding width the student was trained with
     heatmap_sigma: float = 1.5  # trajectory Gaussian std in pixels
-    shift: float = 3.0  # timestep shift of the sigmas (must match distillation)
+    num_steps: int = 3  # N, denoising steps per frame (as distilled)
+    shift: float = 3.0  # timestep shift of the sigmas (as distilled)
 
 
 @dataclass
-class WanPolicyConf(FlowPolicyConf):
+class WanStudentConf:
     """A causal student from a diffusers-format Wan I2V transformer directory."""
 
-    kind: str = "wan"  # which builder (do not override)
+    _target_: str = "examples.ar_drag.components.wan_student"
     path: str = MISSING  # Wan transformer dir (36-channel I2V input, or a saved CausalWan)
     text_encoder_path: str = MISSING  # UMT5 encoder dir (with tokenizer, or see tokenizer_path)
     tokenizer_path: str | None = None  # tokenizer dir when separate from the text encoder
     image_encoder_path: str | None = None  # CLIP vision dir (Wan I2V image tokens); None: no image tokens
     extra_in_channels: int = 16  # zero-initialized trajectory channels added to a plain Wan dir
     heatmap_sigma: float = 6.0  # trajectory Gaussian std in pixels
+    num_steps: int = 3  # N, denoising steps per frame
     shift: float = 5.0  # timestep shift of the sigmas
     dtype: str = "float32"  # model weights dtype (bfloat16 on GPU)
+    window: int = 7  # KV window in frames (current one included, sinks not counted)
+    sink: int | None = None  # first frames kept in every window (None: as saved with the model)
 
 
-# ----------------------------------------------------------------------------- codec
+@dataclass
+class CPSStepConf:
+    """Coefficient-preserving stochastic step: the next noise level is exact however coarse the step."""
+
+    _target_: str = "rldiff.flow.CPSStep"
+    eta: float = 0.5  # fresh fraction of the next noise level, in (0, 1]
+
+
+@dataclass
+class EulerMaruyamaStepConf:
+    """Flow-GRPO's Euler-Maruyama step of the reverse SDE."""
+
+    _target_: str = "rldiff.flow.EulerMaruyamaStep"
+    eta: float = 0.7  # Flow-GRPO's noise level
+
+
+# ----------------------------------------------------------------------------- codec, controls, tracker
 @dataclass
 class PixelCodecConf:
     """Exact space-to-depth codec (no weights)."""
@@ -78,10 +129,9 @@ class WanVAECodecConf:
     local_dir: str = MISSING  # the Wan VAE directory
 
 
-# ----------------------------------------------------------------------------- controls
 @dataclass
 class SpritesControlsConf:
-    """Sprites-Drag controls (train split)."""
+    """Sprites-Drag controls (the train split; the held-out split for evaluation)."""
 
     _target_: str = "rldiff.data.sprites.SpritesDrag"
     image_size: int = 32  # frame size in pixels
@@ -89,16 +139,53 @@ class SpritesControlsConf:
     split: str = "train"  # train | heldout
 
 
+@dataclass
+class LucasKanadeConf:
+    """OpenCV pyramidal Lucas-Kanade, chained frame to frame (no weights)."""
+
+    _target_: str = "rewards.trackers.LucasKanadeTracker"
+
+
+@dataclass
+class CoTrackerConf:
+    """CoTracker3 from a local checkout and weights (user-installed)."""
+
+    _target_: str = "rewards.trackers.CoTrackerTracker"
+    checkout_dir: str = MISSING  # local CoTracker checkout
+    checkpoint_path: str = MISSING  # local CoTracker3 weights
+    device: str = "cpu"  # where the tracker runs
+
+
 # ----------------------------------------------------------------------------- reward
+def trajectory_and_quality(
+    tracker, quality, quality_name: str, lam: float, alpha: float, per_point: bool, increments: bool, lost: str,
+    lost_weight: float, consistency_weight: float, consistency_radius: int, quality_weight: float, quality_log: bool, quality_floor: float,
+):  # fmt: skip
+    """``CompositeReward`` of the per-track trajectory hinge (over ``tracker``) and a quality reward named ``quality_name``."""
+    from rewards import CompositeReward, IncrementReward, LogReward, TrackConsistencyReward, TrajectoryHingeReward
+
+    trajectory = TrajectoryHingeReward(tracker, lam=lam, alpha=alpha, per_point=per_point, lost=lost)
+    parts = {"trajectory": IncrementReward(trajectory) if increments else trajectory}
+    if consistency_weight:
+        parts["consistency"] = TrackConsistencyReward(lam=consistency_weight, radius=consistency_radius)
+    parts[quality_name] = LogReward(quality, floor=quality_floor) if quality_log else quality
+    weights = {quality_name: quality_weight}
+    if lost_weight:
+        weights["trajectory/lost"] = -lost_weight  # the tracker's lost share, same pass
+    return CompositeReward(parts, weights)
+
+
 @dataclass
 class SpritesRewardConf:
     """R = lam * mean_k max(0, alpha - ||track_hat - track||^2) + quality_weight * log(Sprites quality).
 
-    With ``increments`` (default) frame t's trajectory term is the hinge's change since frame t-1
+    With ``increments`` frame t's trajectory term is the hinge's change since frame t-1
     (``rewards.IncrementReward``); the hinge itself is logged as ``trajectory/value``.
     """
 
-    kind: str = "sprites"  # which builder (do not override)
+    _target_: str = "examples.ar_drag.components.trajectory_and_quality"
+    quality: dict = field(default_factory=lambda: {"_target_": "rewards.sprites.SpritesQualityReward"})  # the quality reward
+    quality_name: str = "quality"  # its component name in logs and tables
     lam: float = 20.0  # hinge scale
     alpha: float = 0.05  # hinge margin (squared normalized distance)
     per_point: bool = True  # hinge each track separately: lam * mean_k max(0, alpha - e_k)
@@ -110,123 +197,54 @@ class SpritesRewardConf:
     quality_weight: float = 0.7  # weight of the quality term (the trajectory term's is 1)
     quality_log: bool = True  # train on log(quality) (sprites: a product of factors, tiny for a few-step student)
     quality_floor: float = 1e-4  # quality_log: values below count as this
-    tracker: str = "lucas_kanade"  # lucas_kanade | cotracker
-    cotracker_checkout: str | None = None  # local CoTracker checkout (tracker=cotracker)
-    cotracker_checkpoint: str | None = None  # local CoTracker3 weights (tracker=cotracker)
 
 
 @dataclass
 class AestheticRewardConf(SpritesRewardConf):
     """R = trajectory hinge + quality_weight * LAION aesthetic (AR-Drag's reward)."""
 
-    kind: str = "aesthetic"  # which builder (do not override)
-    quality_weight: float = 1.0  # weight of the aesthetic term (AR-Drag adds it to the hinge as it is)
+    quality: dict = field(default_factory=lambda: {"_target_": "rewards.AestheticReward", "clip_path": MISSING, "head_path": MISSING})  # CLIP ViT-L/14 dir and LAION head
+    quality_name: str = "aesthetic"  # its component name in logs and tables
+    quality_weight: float = 1.0  # AR-Drag adds the aesthetic score to the hinge as it is
     quality_log: bool = False  # the aesthetic score is used as it is
-    clip_path: str = MISSING  # CLIP ViT-L/14 dir (CLIPVisionModelWithProjection)
-    head_path: str = MISSING  # LAION improved-aesthetic head (.pth or .safetensors)
 
 
-# ----------------------------------------------------------------------------- grpo
+# ----------------------------------------------------------------------------- advantage
 @dataclass
-class GRPOConf:
-    """GRPOTrainer settings (see rldiff.trainer.GRPOTrainer)."""
+class RenormalizedPerTermConf:
+    """Each reward term normalized in its group, the weighted sum normalized again."""
 
-    lr: float = 2e-4  # AdamW learning rate at the start (Sprites-Drag student; AR-Drag used 1e-5 on Wan 1.3B)
-    anneal_lr: bool = True  # lr falls linearly to 0 at trainer.iterations (PPO's annealing; false: constant)
-    num_controls: int = 4  # B, controls per iteration
-    group_size: int = 8  # G, rollouts per control
-    shared_noise: bool = True  # a group's rollouts share the initial noise, so they differ only in the SDE steps (EnvCollector)
-    gamma: float = 0.0  # reward-to-go discount over frames
-    advantage: str = "per_term"  # per_term: normalize each reward term in its group, then sum with its weight | total: normalize the summed reward
-    clip_range: float = 2e-3  # PPO clip epsilon
-    adv_clip: float = 5.0  # advantage clamp
-    kl_coef: float = 0.01  # KL weight to the frozen reference (0 lets the tracks drift; 0.1 holds the policy back)
-    epochs: int = 1  # passes over each batch
-    minibatch_size: int | None = 16  # rollouts per optimizer step (None: all)
-    max_grad_norm: float = 1.0  # gradient-norm clip
-    max_nonfinite_fraction: float = 0.25  # stop when more groups than this are non-finite
+    _target_: str = "rldiff.advantages.RenormalizedPerTermAdvantage"
+    weights: dict | None = None  # term -> weight (None: the composite reward's own weights)
 
 
-def register_groups(cs: ConfigStore) -> None:
-    cs.store(group="policy", name="sprites_student", node=SpritesStudentConf)
-    cs.store(group="policy", name="wan", node=WanPolicyConf)
-    cs.store(group="codec", name="pixel", node=PixelCodecConf)
-    cs.store(group="codec", name="wan_vae", node=WanVAECodecConf)
-    cs.store(group="controls", name="sprites", node=SpritesControlsConf)
-    cs.store(group="reward", name="sprites", node=SpritesRewardConf)
-    cs.store(group="reward", name="aesthetic", node=AestheticRewardConf)
-    cs.store(group="grpo", name="default", node=GRPOConf)
-    register_schedules(cs)
+@dataclass
+class PerTermConf:
+    """Each reward term normalized in its group, then summed with weights (MixGRPO, DanceGRPO)."""
+
+    _target_: str = "rldiff.advantages.PerTermAdvantage"
+    weights: dict | None = None  # term -> weight (None: the composite reward's own weights)
 
 
-# ----------------------------------------------------------------------------- builders
-def build_tracker(cfg):
-    from rewards.trackers import CoTrackerTracker, LucasKanadeTracker
+@dataclass
+class GroupConf:
+    """The total reward normalized in its group (Flow-GRPO)."""
 
-    if cfg.tracker == "lucas_kanade":
-        return LucasKanadeTracker()
-    if cfg.tracker == "cotracker":
-        return CoTrackerTracker(cfg.cotracker_checkout, cfg.cotracker_checkpoint)
-    raise ValueError(f"reward.tracker must be 'lucas_kanade' or 'cotracker', got {cfg.tracker!r}")
+    _target_: str = "rldiff.advantages.GroupAdvantage"
 
 
-def build_reward(cfg):
-    """The composite reward of the ``reward`` group."""
-    from rewards import AestheticReward, CompositeReward, IncrementReward, LogReward, TrackConsistencyReward, TrajectoryHingeReward
-
-    trajectory = TrajectoryHingeReward(build_tracker(cfg), lam=cfg.lam, alpha=cfg.alpha, per_point=cfg.per_point, lost=cfg.lost)
-    if cfg.increments:
-        trajectory = IncrementReward(trajectory)
-    lost = {"trajectory/lost": -cfg.lost_weight} if cfg.lost_weight else {}  # the tracker's lost share, same pass
-    motion = {"trajectory": trajectory}
-    if cfg.consistency_weight:
-        motion["consistency"] = TrackConsistencyReward(lam=cfg.consistency_weight, radius=cfg.consistency_radius)
-    if cfg.kind == "sprites":
-        from rewards.sprites import SpritesQualityReward
-
-        quality = SpritesQualityReward()
-        if cfg.quality_log:
-            quality = LogReward(quality, floor=cfg.quality_floor)
-        return CompositeReward({**motion, "quality": quality}, {"quality": cfg.quality_weight, **lost})
-    aesthetic = AestheticReward(cfg.clip_path, cfg.head_path)
-    if cfg.quality_log:
-        raise ValueError("reward.quality_log: the LAION aesthetic score is not a positive product; use quality_log=false with reward=aesthetic")
-    return CompositeReward({**motion, "aesthetic": aesthetic}, {"aesthetic": cfg.quality_weight, **lost})
-
-
-def term_weights(advantage: str, reward) -> dict[str, float] | None:
-    """``GRPOTrainer``'s ``term_weights`` for ``grpo.advantage``: None (total) or the composite reward's weights (per_term)."""
-    if advantage == "total":
-        return None
-    if advantage == "per_term":
-        return {**reward.weights, **reward.sub_weights}
-    raise ValueError(f"grpo.advantage must be 'total' or 'per_term', got {advantage!r}")
-
-
-def build_policy(cfg, codec):
-    """``FlowPolicy`` around a ``CausalWan`` with the matching control encoder."""
-    import torch
-
-    from policies import CausalWan, FlowPolicy
-    from policies.conditioning import ControlEncoder
-
-    path = Path(cfg.path)
-    if not (path / "config.json").is_file():
-        hint = " (the bundled student: run examples/ar_drag_distill.py with export_dir, see README)" if cfg.kind == "sprites_student" else ""
-        raise FileNotFoundError(f"policy.path: no Wan/CausalWan directory at {path} (expected config.json){hint}")
-    if cfg.kind == "sprites_student":
-        from policies.text_encoder import HashTextEncoder
-
-        model = CausalWan.from_pretrained(path, window=cfg.window, sink=cfg.sink)
-        encoder = ControlEncoder(codec, HashTextEncoder(dim=cfg.text_dim), mask_channels=4, heatmap_sigma=cfg.heatmap_sigma)
-    else:
-        from policies.image_encoder import CLIPImageEncoder
-        from policies.text_encoder import UMT5TextEncoder
-
-        dtype = getattr(torch, cfg.dtype)
-        extra = None if (path / "causal_config.json").exists() else cfg.extra_in_channels
-        model = CausalWan.from_pretrained(path, extra_in_channels=extra, window=cfg.window, sink=cfg.sink, torch_dtype=dtype)
-        text = UMT5TextEncoder.from_pretrained(cfg.text_encoder_path, cfg.tokenizer_path)
-        image = CLIPImageEncoder.from_pretrained(cfg.image_encoder_path) if cfg.image_encoder_path else None
-        encoder = ControlEncoder(codec, text, image, mask_channels=4, heatmap_sigma=cfg.heatmap_sigma)
-    return FlowPolicy(model, encoder, eta=cfg.eta, sigma_cap=cfg.sigma_cap, sde=cfg.sde)
+def register(cs: ConfigStore | None = None) -> None:
+    """Register the AR-Drag groups: policy, step, codec, controls, tracker, reward, advantage."""
+    cs = cs or ConfigStore.instance()
+    groups = {
+        "policy": {"sprites_student": SpritesStudentConf, "wan": WanStudentConf},
+        "step": {"cps": CPSStepConf, "euler_maruyama": EulerMaruyamaStepConf},
+        "codec": {"pixel": PixelCodecConf, "wan_vae": WanVAECodecConf},
+        "controls": {"sprites": SpritesControlsConf},
+        "tracker": {"lucas_kanade": LucasKanadeConf, "cotracker": CoTrackerConf},
+        "reward": {"sprites": SpritesRewardConf, "aesthetic": AestheticRewardConf},
+        "advantage": {"per_term_renormalized": RenormalizedPerTermConf, "per_term": PerTermConf, "group": GroupConf},
+    }
+    for group, options in groups.items():
+        for name, node in options.items():
+            cs.store(group=group, name=name, node=node)

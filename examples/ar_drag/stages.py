@@ -1,4 +1,4 @@
-"""The Sprites-Drag world and the resumable stages of ``ar_drag_distill.py``.
+"""The Sprites-Drag world and the resumable stages of ``ar_drag_distill.py`` (saved and resumed through :class:`rldiff.run_state.RunState`).
 
 Under torchrun each rank draws ``batch_size / world`` clips per step from its own
 data generator and gradients are averaged over ranks by the ``parallel`` strategy
@@ -23,9 +23,9 @@ from policies.teacher import BidirectionalWan, tiny_wan_config
 from policies.text_encoder import HashTextEncoder
 from rewards.trackers import LucasKanadeTracker
 from rldiff import distributed as dist_utils
-from rldiff.checkpoint import latest_checkpoint, load_json, load_tensors, optimizer_state_from_tensors, optimizer_to_tensors, write_checkpoint_dir
 from rldiff.data import SpritesDrag
 from rldiff.parallel import ManualAllReduce, ema_decay_warmup, ema_update_
+from rldiff.run_state import RunState
 
 
 @dataclass
@@ -75,22 +75,31 @@ def student_from_teacher(teacher_dir: str | Path, cfg) -> CausalWan:
     return CausalWan.from_pretrained(teacher_dir, extra_in_channels=0, window=cfg.window, sink=cfg.sink)
 
 
+def local_batch(batch_size: int) -> int:
+    """This rank's share of the global ``batch_size``."""
+    world = dist_utils.world_size()
+    if batch_size % world:
+        raise ValueError(f"batch_size={batch_size} must be divisible by the number of processes {world}")
+    return batch_size // world
+
+
 class _Stage:
-    """Resumable loop state: ``iteration``, atomic checkpoints every ``checkpoint_every`` iterations."""
+    """A resumable stage: ``iteration``, ``step()``, ``resume()``, a :class:`RunState` checkpoint every ``checkpoint_every`` iterations."""
 
     def __init__(self, ckpt_dir: Path, final_dir: Path, checkpoint_every: int, seed: int):
         self.ckpt_dir, self.final_dir, self.checkpoint_every = Path(ckpt_dir), Path(final_dir), checkpoint_every
-        self.seed = seed + 1_000_003 * dist_utils.rank()  # distinct data and noise per rank; rank 0 keeps ``seed``
+        self.seed = dist_utils.rank_seed(seed)  # distinct data and noise per rank; rank 0 keeps ``seed``
         self.generator = torch.Generator().manual_seed(self.seed)
         self.iteration = 0
 
-    @staticmethod
-    def local_batch(batch_size: int) -> int:
-        """This rank's share of the global ``batch_size``."""
-        world = dist_utils.world_size()
-        if batch_size % world:
-            raise ValueError(f"batch_size={batch_size} must be divisible by the number of processes {world}")
-        return batch_size // world
+    def run_state(self) -> RunState:
+        """What this stage saves: its modules, optimizers and data/noise generator (built once the subclass is set up)."""
+        if not hasattr(self, "_run_state"):
+            self._run_state = RunState(
+                self.ckpt_dir, modules=self.modules(), optimizers=self.optimizers(),
+                local_generators={"data": (self.generator, self.seed)}, parallel=self.parallel, seed=self.seed,
+            )  # fmt: skip
+        return self._run_state
 
     def modules(self) -> dict[str, torch.nn.Module]:
         raise NotImplementedError
@@ -99,40 +108,13 @@ class _Stage:
         raise NotImplementedError
 
     def save(self) -> None:
-        generators = dist_utils.all_gather_cat(self.generator.get_state().unsqueeze(0))  # [world, L]
-        # full tensors: collective under FSDP2, so every rank gathers before rank 0 writes
-        files = {f"{n}.safetensors": self.parallel.full_state(m.state_dict().items()) for n, m in self.modules().items()}
-        optimizers = {name: self.parallel.full_optimizer_state(opt) for name, opt in self.optimizers().items()}
-        if dist_utils.rank() != 0:
-            return
-        for name, opt_state in optimizers.items():
-            tensors, rest = optimizer_to_tensors(opt_state)
-            files[f"opt_{name}.safetensors"], files[f"opt_{name}.json"] = tensors, rest
-        files["rng.safetensors"] = {"generator": generators[0], "generators": generators}
-        files["state.json"] = {"iteration": self.iteration, "world_size": dist_utils.world_size()}
-        write_checkpoint_dir(self.ckpt_dir, self.iteration, files)
+        self.run_state().save(self.iteration)
 
-    def resume(self) -> None:
-        path = latest_checkpoint(self.ckpt_dir)
-        if path is None:
-            return
-        for name, module in self.modules().items():
-            state, own = load_tensors(path / f"{name}.safetensors"), module.state_dict(keep_vars=True)
-            if set(state) != set(own):
-                missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-                raise ValueError(f"checkpoint {path / name}.safetensors does not match {name}: missing {missing[:5]}, unexpected {extra[:5]}")
-            self.parallel.load_full_state(own.items(), state)  # shards the full tensors under FSDP2
-        for name, opt in self.optimizers().items():
-            opt_state = optimizer_state_from_tensors(load_tensors(path / f"opt_{name}.safetensors"), load_json(path / f"opt_{name}.json"))
-            self.parallel.load_full_optimizer_state(opt, opt_state)
-        rng, state = load_tensors(path / "rng.safetensors"), load_json(path / "state.json")
-        self.iteration = int(state["iteration"])
-        if int(state.get("world_size", 1)) == dist_utils.world_size():
-            self.generator.set_state(rng.get("generators", rng["generator"][None])[dist_utils.rank()].clone())
-        else:  # another number of processes: fresh, distinct per-rank streams
-            self.generator.manual_seed(self.seed + 7919 * self.iteration)
-        if dist_utils.rank() == 0:
-            print(f"resumed {self.ckpt_dir.name} from iteration {self.iteration}")
+    def resume(self) -> bool:
+        state = self.run_state().resume()
+        if state is not None:
+            self.iteration = int(state["iteration"])
+        return state is not None
 
     def after_step(self) -> None:
         self.iteration += 1
@@ -145,7 +127,7 @@ class TeacherStage(_Stage):
 
     def __init__(self, world: World, final_dir: Path, ckpt_dir: Path, cfg, parallel=None):
         super().__init__(ckpt_dir, final_dir, cfg.checkpoint_every, cfg.seed)
-        self.world, self.batch_size, self.shift = world, self.local_batch(cfg.batch_size), cfg.shift
+        self.world, self.batch_size, self.shift = world, local_batch(cfg.batch_size), cfg.shift
         self.config = tiny_wan_config(world.codec.latent_channels, world.encoder.cond_channels, cfg.dim, cfg.heads, cfg.layers, cfg.text_dim, patch=1)
         self.teacher = dist_utils.broadcast_module_(BidirectionalWan.from_config(self.config))  # replicas start from rank 0's weights
         self.parallel = parallel if parallel is not None else ManualAllReduce()
@@ -198,7 +180,7 @@ class DistillStage(_Stage):
 
     def __init__(self, world: World, teacher: BidirectionalWan, rollout, sigmas: torch.Tensor, final_dir: Path, ckpt_dir: Path, cfg, parallel=None):
         super().__init__(ckpt_dir, final_dir, cfg.checkpoint_every, cfg.seed + 1)
-        self.world, self.batch_size, self.cfg = world, self.local_batch(cfg.batch_size), cfg
+        self.world, self.batch_size, self.cfg = world, local_batch(cfg.batch_size), cfg
         self.teacher_dir = Path(cfg.teacher_path) if cfg.teacher_path else Path(final_dir).parent / "teacher"
         self.student = student_from_teacher(self.teacher_dir, cfg)
         self.distiller = Distiller(
@@ -218,9 +200,10 @@ class DistillStage(_Stage):
     def optimizers(self):
         return {"generator": self.distiller.opt_generator, "critic": self.distiller.opt_critic}
 
-    def resume(self) -> None:
-        super().resume()
+    def resume(self) -> bool:
+        resumed = super().resume()
         self.distiller.iteration = self.iteration
+        return resumed
 
     def step(self) -> dict[str, float]:
         batch = encode_batch(self.world.train, self.world.codec, self.world.encoder, self.batch_size, self.generator)

@@ -13,7 +13,8 @@ entry. On one process it only calls ``entry()``. Under ``torchrun`` (``WORLD_SIZ
    hung past ``dist.timeout_s``) becomes an error naming the rank and how to resume
    (Hydra reports it and exits non-zero).
 
-Config groups: ``parallel`` (none | ddp | fsdp2) and the ``dist`` fields.
+Its settings are the ``dist`` fields (:class:`DistConf`); the ``parallel`` group is in
+:mod:`examples.common.configs`.
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ import os
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 from rldiff import distributed as dist_utils
@@ -38,46 +38,9 @@ class DistConf:
     timeout_s: float = 300.0  # a collective waiting longer than this for a dead or hung rank fails the job
 
 
-@dataclass
-class NoParallelConf:
-    """Replicated model, gradients averaged by one flat all-reduce after backward."""
-
-    _target_: str = "rldiff.parallel.ManualAllReduce"
-
-
-@dataclass
-class DDPConf:
-    """torch DistributedDataParallel (replicated model, bucketed all-reduce during backward)."""
-
-    _target_: str = "rldiff.parallel.DDP"
-    bucket_cap_mb: float = 25.0  # gradient bucket size
-    find_unused_parameters: bool = False  # tolerate parameters a forward does not reach
-
-
-@dataclass
-class FSDP2Conf:
-    """torch FSDP2 (fully_shard on the policy root, optionally per block; sharded parameters, gradients, optimizer state)."""
-
-    _target_: str = "rldiff.parallel.FSDP2"
-    block_lists: list[str] = field(default_factory=list)  # ModuleLists whose blocks are own units (only for models that call blocks as modules)
-    reshard_after_forward: bool = True  # free gathered block weights after forward
-
-
-def register_parallel(cs: ConfigStore) -> None:
-    """Register the ``parallel`` group (none, ddp, fsdp2)."""
-    cs.store(group="parallel", name="none", node=NoParallelConf)
-    cs.store(group="parallel", name="ddp", node=DDPConf)
-    cs.store(group="parallel", name="fsdp2", node=FSDP2Conf)
-
-
 def is_main() -> bool:
     """Whether this process writes logs, plots, videos and tables (rank 0)."""
     return dist_utils.rank() == 0
-
-
-def rank_seed(seed: int) -> int:
-    """A distinct, reproducible seed per rank (rank 0 keeps ``seed``: one process is unchanged)."""
-    return seed + 1_000_003 * dist_utils.rank()
 
 
 def dist_settings(argv: list[str]) -> DistConf:

@@ -1,56 +1,21 @@
-"""Pieces shared by the example scripts: schedule configs, metric logging, run directory helpers."""
+"""The run loop every example job drives: resume, step to the end, log each iteration, show progress.
+
+``drive(loop, iterations, log_dir, ...)`` works for anything with ``iteration``,
+``step() -> metrics`` and ``resume() -> bool``: the GRPO trainer, the two
+distillation stages, the toy job's trainer. Rank 0 logs; the others only step.
+"""
 
 from __future__ import annotations
 
 import csv
 import math
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
-from hydra.core.config_store import ConfigStore
+from tqdm import tqdm
 
-
-# ----------------------------------------------------------------------------- schedules
-@dataclass
-class OneStepPerFrameConf:
-    """AR-Drag's selective stochasticity: one SDE step per frame."""
-
-    _target_: str = "rldiff.stochasticity.OneStepPerFrame"
-    exclude_last: bool = True  # never make the last (sigma -> 0) step stochastic
-
-
-@dataclass
-class AllStepsConf:
-    """Every step stochastic (Flow-GRPO, DanceGRPO)."""
-
-    _target_: str = "rldiff.stochasticity.AllSteps"
-    exclude_last: bool = True  # never make the last (sigma -> 0) step stochastic
-
-
-@dataclass
-class SlidingWindowConf:
-    """A window of consecutive stochastic steps (MixGRPO)."""
-
-    _target_: str = "rldiff.stochasticity.SlidingWindow"
-    exclude_last: bool = True  # never make the last (sigma -> 0) step stochastic
-    window: int = 2  # stochastic steps per frame
-
-
-@dataclass
-class NoStepsConf:
-    """Pure ODE (evaluation only: nothing to train)."""
-
-    _target_: str = "rldiff.stochasticity.NoSteps"
-    exclude_last: bool = True  # unused by NoSteps
-
-
-def register_schedules(cs: ConfigStore) -> None:
-    """Register the ``schedule`` config group: one_step_per_frame, all_steps, sliding_window, no_steps."""
-    cs.store(group="schedule", name="one_step_per_frame", node=OneStepPerFrameConf)
-    cs.store(group="schedule", name="all_steps", node=AllStepsConf)
-    cs.store(group="schedule", name="sliding_window", node=SlidingWindowConf)
-    cs.store(group="schedule", name="no_steps", node=NoStepsConf)
+from rldiff import distributed as dist_utils
 
 
 # ----------------------------------------------------------------------------- logging
@@ -102,3 +67,42 @@ class MetricsLogger:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def drive(
+    loop,
+    iterations: int,
+    log_dir: str | os.PathLike,
+    *,
+    desc: str,
+    tensorboard: bool = True,
+    show: tuple[str, ...] = ("reward_mean", "clip_fraction"),
+    on_log: Callable[[list[dict[str, float]], bool], None] | None = None,
+) -> list[dict[str, float]]:
+    """Resume ``loop`` from its last checkpoint, then step it until ``loop.iteration == iterations``.
+
+    Each iteration's metrics go to ``log_dir/metrics.csv`` (and TensorBoard) on
+    rank 0, the ``show`` keys to the progress bar; ``on_log(rows, last)`` runs
+    after each logged iteration (``last`` on the final one, also when nothing
+    was left to do). Returns the logged rows (empty on other ranks).
+    """
+    main = dist_utils.rank() == 0
+    if loop.resume() and main:
+        print(f"{desc}: resumed from iteration {loop.iteration}")
+    logger = MetricsLogger(log_dir, tensorboard=tensorboard, start_iteration=loop.iteration) if main else None
+    bar = tqdm(total=iterations, initial=loop.iteration, desc=desc, dynamic_ncols=True, disable=not main)
+    while loop.iteration < iterations:
+        metrics = loop.step()
+        bar.set_postfix({k: f"{metrics[k]:.3g}" for k in show if k in metrics})
+        bar.update(1)
+        if logger is not None:
+            logger.log(metrics)
+            if on_log is not None and loop.iteration < iterations:
+                on_log(logger.rows, False)
+    bar.close()
+    if logger is None:
+        return []
+    logger.close()
+    if on_log is not None:
+        on_log(logger.rows, True)
+    return logger.rows

@@ -7,9 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
-
-from distill_stages import TeacherStage, build_world  # noqa: E402
+from examples.ar_drag.stages import TeacherStage, build_world  # noqa: E402
 from rldiff.parallel import ema_decay_warmup  # noqa: E402
 
 

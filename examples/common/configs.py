@@ -1,0 +1,108 @@
+"""Config groups of the core's swappable parts, shared by the example jobs.
+
+Each option is a flat dataclass whose fields are the keyword arguments of its
+``_target_``, so ``hydra.utils.instantiate(cfg.<group>)`` builds it:
+
+  schedule:    one_step_per_frame | all_steps | sliding_window | no_steps   (rldiff.stochasticity)
+  lr_schedule: linear | constant        (torch.optim.lr_scheduler, built from the optimizer: _partial_)
+  parallel:    none | ddp | fsdp2       (rldiff.parallel: gradient sync across torchrun processes)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+
+
+# ----------------------------------------------------------------------------- schedule
+@dataclass
+class OneStepPerFrameConf:
+    """AR-Drag's selective stochasticity: one SDE step per frame."""
+
+    _target_: str = "rldiff.stochasticity.OneStepPerFrame"
+    exclude_last: bool = True  # never make the last (sigma -> 0) step stochastic
+
+
+@dataclass
+class AllStepsConf:
+    """Every step stochastic (Flow-GRPO, DanceGRPO)."""
+
+    _target_: str = "rldiff.stochasticity.AllSteps"
+    exclude_last: bool = True  # never make the last (sigma -> 0) step stochastic
+
+
+@dataclass
+class SlidingWindowConf:
+    """A window of consecutive stochastic steps (MixGRPO, Flow-GRPO-Fast)."""
+
+    _target_: str = "rldiff.stochasticity.SlidingWindow"
+    exclude_last: bool = True  # never make the last (sigma -> 0) step stochastic
+    window: int = 2  # stochastic steps per frame
+
+
+@dataclass
+class NoStepsConf:
+    """Pure ODE (evaluation only: nothing to train)."""
+
+    _target_: str = "rldiff.stochasticity.NoSteps"
+
+
+# ----------------------------------------------------------------------------- lr_schedule
+@dataclass
+class LinearLRConf:
+    """The lr falls linearly from its start value to 0 over the run (PPO's annealing)."""
+
+    _target_: str = "torch.optim.lr_scheduler.LinearLR"
+    _partial_: bool = True  # built by the trainer from its optimizer
+    start_factor: float = 1.0  # lr multiplier at iteration 0
+    end_factor: float = 0.0  # lr multiplier at total_iters and after
+    total_iters: Any = "${run.iterations}"  # iterations to reach end_factor (default: the run's length)
+
+
+@dataclass
+class ConstantLRConf:
+    """A constant lr."""
+
+    _target_: str = "torch.optim.lr_scheduler.ConstantLR"
+    _partial_: bool = True  # built by the trainer from its optimizer
+    factor: float = 1.0  # lr multiplier
+    total_iters: int = 0  # iterations at factor before the full lr (0: from the start)
+
+
+# ----------------------------------------------------------------------------- parallel
+@dataclass
+class NoParallelConf:
+    """Replicated model, gradients averaged by one flat all-reduce after backward."""
+
+    _target_: str = "rldiff.parallel.ManualAllReduce"
+
+
+@dataclass
+class DDPConf:
+    """torch DistributedDataParallel (replicated model, bucketed all-reduce during backward)."""
+
+    _target_: str = "rldiff.parallel.DDP"
+    bucket_cap_mb: float = 25.0  # gradient bucket size
+    find_unused_parameters: bool = False  # tolerate parameters a forward does not reach
+
+
+@dataclass
+class FSDP2Conf:
+    """torch FSDP2 (fully_shard on the policy root, optionally per block; sharded parameters, gradients, optimizer state)."""
+
+    _target_: str = "rldiff.parallel.FSDP2"
+    block_lists: list[str] = field(default_factory=list)  # ModuleLists whose blocks are own units (only for models that call blocks as modules)
+    reshard_after_forward: bool = True  # free gathered block weights after forward
+
+
+def register(cs: ConfigStore | None = None) -> None:
+    """Register the ``schedule``, ``lr_schedule`` and ``parallel`` groups."""
+    cs = cs or ConfigStore.instance()
+    for name, node in (("one_step_per_frame", OneStepPerFrameConf), ("all_steps", AllStepsConf), ("sliding_window", SlidingWindowConf), ("no_steps", NoStepsConf)):
+        cs.store(group="schedule", name=name, node=node)
+    cs.store(group="lr_schedule", name="linear", node=LinearLRConf)
+    cs.store(group="lr_schedule", name="constant", node=ConstantLRConf)
+    for name, node in (("none", NoParallelConf), ("ddp", DDPConf), ("fsdp2", FSDP2Conf)):
+        cs.store(group="parallel", name=name, node=node)
