@@ -229,4 +229,6 @@ def build_policy(cfg, codec):
         text = UMT5TextEncoder.from_pretrained(cfg.text_encoder_path, cfg.tokenizer_path)
         image = CLIPImageEncoder.from_pretrained(cfg.image_encoder_path) if cfg.image_encoder_path else None
         encoder = ControlEncoder(codec, text, image, mask_channels=4, heatmap_sigma=cfg.heatmap_sigma)
-    return FlowPolicy(model, encoder, eta=cfg.eta, sigma_cap=cfg.sigma_cap, sde=cfg.sde)
+    from rldiff import CPSStep, EulerMaruyamaStep
+
+    return FlowPolicy(model, encoder, step=CPSStep(cfg.eta) if cfg.sde == "cps" else EulerMaruyamaStep(cfg.eta))
