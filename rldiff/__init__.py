@@ -18,7 +18,7 @@ from rldiff.flow import (
     shifted_sigmas,
 )
 from rldiff.grpo import grpo_loss
-from rldiff.stochasticity import AllSteps, NoSteps, OneStepPerFrame, SlidingWindow, StochasticitySchedule
+from rldiff.stochasticity import AllSteps, NoSteps, OneStepPerFrame, ProgressiveWindow, SlidingWindow, StochasticitySchedule
 from rldiff.types import Control
 
 __version__ = "0.1.0"
@@ -30,6 +30,7 @@ __all__ = [
     "EulerMaruyamaStep",
     "NoSteps",
     "OneStepPerFrame",
+    "ProgressiveWindow",
     "SlidingWindow",
     "StochasticStep",
     "StochasticitySchedule",
