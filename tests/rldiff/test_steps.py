@@ -112,3 +112,30 @@ def test_steps_reject_non_numbers_and_are_frozen_protocol_objects():
     with pytest.raises(dataclasses.FrozenInstanceError):
         step.eta = 0.5
     assert EulerMaruyamaStep(0.7) == EulerMaruyamaStep(0.7) != EulerMaruyamaStep(0.7, sigma_cap=0.99)
+
+
+def test_excess_noise_after_three_coarse_steps_with_and_without_the_cap():
+    """AR-Drag's 3 steps at shift 3, steps 0 and 1 stochastic, Gaussian data (s0 = 0.5) with its exact velocity.
+
+    Exact propagation (benchmarks/sde_noise_level.py) gives std / exact marginal at sigma_2 = 0.6:
+    old cap 0.99 4.28, peers' convention 2.04 (eta = 1); CPSStep(0.5) 0.97, the same as the ODE.
+    By hand for step 0 of the peers' convention: c = v / x = 1 at sigma = 1, g^2 = 1 / (1 - 6/7) = 7,
+    mean = x (1 - (1/7)(1 + 7/2)) = 0.357 x, std = 1 -> Var = 0.1276 + 1, std 1.062 vs exact 0.860 (1.23x).
+    """
+    s0, num = 0.5, 200_000
+    sigmas = shifted_sigmas(3, 3.0).double().tolist()  # 1, 0.857, 0.6, 0
+    exact = [math.sqrt((1 - s) ** 2 * s0**2 + s**2) for s in sigmas]
+    ratios = {}
+    for name, step in (("cap", EulerMaruyamaStep(1.0, sigma_cap=0.99)), ("peers", EulerMaruyamaStep(1.0)), ("cps", CPSStep(0.5))):
+        g = torch.Generator().manual_seed(4)
+        x = torch.randn(num, generator=g, dtype=torch.float64)
+        for i in range(2):
+            v = (sigmas[i] - (1 - sigmas[i]) * s0**2) / exact[i] ** 2 * x  # exact velocity of N(0, s0^2) data
+            x, _, _ = step(x, v, sigmas[i], sigmas[i + 1], generator=g)
+            if i == 0:
+                ratios[name + "_1"] = float(x.std()) / exact[1]
+        ratios[name] = float(x.std()) / exact[2]
+    assert ratios["peers_1"] == pytest.approx(1.23, abs=0.02)
+    assert ratios["cap"] == pytest.approx(4.28, abs=0.05)
+    assert ratios["peers"] == pytest.approx(2.04, abs=0.03)
+    assert ratios["cps"] == pytest.approx(0.97, abs=0.01)
