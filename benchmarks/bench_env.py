@@ -34,6 +34,7 @@ from policies import CausalWan, FlowPolicy
 from policies.codecs import PixelCodec
 from policies.conditioning import ControlEncoder
 from policies.text_encoder import HashTextEncoder
+from rldiff.flow import EulerMaruyamaStep
 from rldiff.rollout import RolloutRecorder
 from rldiff.stochasticity import OneStepPerFrame
 
@@ -92,7 +93,7 @@ def main() -> None:
     collector = envs.EnvCollector(venv)
     world = venv.world
     model = CausalWan.tiny(num_layers=args.layers)
-    policy = FlowPolicy(model, ControlEncoder(PixelCodec(factor=4), text_encoder=HashTextEncoder(dim=32)), eta=1.0)
+    policy = FlowPolicy(model, ControlEncoder(PixelCodec(factor=4), text_encoder=HashTextEncoder(dim=32)), step=EulerMaruyamaStep(1.0))
     control = world.control_source.sample(args.controls, torch.Generator().manual_seed(0))
     mask = OneStepPerFrame().mask(world.num_frames, world.num_steps, torch.Generator().manual_seed(0))
 

@@ -28,6 +28,7 @@ from policies import CausalWan, FlowPolicy
 from policies.codecs import PixelCodec
 from policies.conditioning import ControlEncoder
 from policies.text_encoder import HashTextEncoder
+from rldiff.flow import EulerMaruyamaStep
 from rldiff.stochasticity import AllSteps, OneStepPerFrame
 from rldiff.trainer import GRPOTrainer
 
@@ -79,7 +80,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    base = FlowPolicy(CausalWan.tiny(), ControlEncoder(PixelCodec(factor=4), text_encoder=HashTextEncoder(dim=32)), eta=1.0)
+    base = FlowPolicy(CausalWan.tiny(), ControlEncoder(PixelCodec(factor=4), text_encoder=HashTextEncoder(dim=32)), step=EulerMaruyamaStep(1.0))
     r = args.controls * args.group
     print(f"default world F=8, R={r} (B={args.controls}, G={args.group}), CausalWan.tiny, one minibatch, "
           f"{args.iterations} timed iterations each, median CPU time per iteration, {args.threads} thread(s)")

@@ -14,8 +14,9 @@ numbers because:
 - the model timestep is always ``1000 * sigma`` computed here in float32 from
   the observation's ``sigma`` (acting) or the rollout's ``("steps", "sigma")``
   (recompute); the observation's ``"timestep"`` is not read;
-- the stochastic step's mean is ``rldiff.flow.sde_step`` (``sde="flow_grpo"``) or
-  ``rldiff.flow.cps_step`` (``sde="cps"``), in float32 in both.
+- the stochastic step's mean is that of the policy's ``step`` (an
+  ``rldiff.flow.StochasticStep``: ``CPSStep`` or ``EulerMaruyamaStep``), in
+  float32 in both.
 """
 
 from __future__ import annotations
@@ -24,8 +25,7 @@ import torch
 from tensordict import TensorDict
 from torch import Tensor, nn
 
-from rldiff.flow import cps_step, flow_grpo_diffusion, ode_step, sde_step
-from rldiff.flow import gaussian_log_prob
+from rldiff.flow import StochasticStep, gaussian_log_prob, ode_step
 from rldiff.types import Control
 
 __all__ = ["FlowPolicy", "encode_rows"]
@@ -57,31 +57,23 @@ class FlowPolicy(nn.Module):
             (e.g. :class:`policies.CausalWan`).
         encoder: anything with ``encode(control, num_frames, generator) -> Conditioning``.
             Not registered as a submodule: its (frozen) weights stay out of ``parameters()``.
-        eta: noise scale of the stochastic step: ``flow_grpo_diffusion``'s eta
-            (``sde="flow_grpo"``), or the fresh fraction of the next noise level
-            in ``(0, 1]`` (``sde="cps"``).
-        sigma_cap: cap of sigma inside ``flow_grpo_diffusion`` (keeps it finite at sigma = 1).
+        step: the stochastic step, an :class:`rldiff.flow.StochasticStep` such as
+            ``rldiff.CPSStep(eta)`` (coefficient-preserving: keeps samples clean
+            with few coarse steps) or ``rldiff.EulerMaruyamaStep(eta)``
+            (Flow-GRPO's SDE step). It validates its own arguments.
         cond_seed: seed of the conditioning's noise placeholders (see module doc).
-        sde: the stochastic step: ``"flow_grpo"`` (Euler-Maruyama, :func:`rldiff.flow.sde_step`)
-            or ``"cps"`` (coefficient-preserving, :func:`rldiff.flow.cps_step`; keeps
-            samples clean with few coarse steps).
     """
 
-    SDE_KINDS = ("flow_grpo", "cps")
-
-    def __init__(
-        self, model: nn.Module, encoder, eta: float = 1.0, sigma_cap: float = 0.99, cond_seed: int = 0, sde: str = "flow_grpo"
-    ) -> None:
+    def __init__(self, model: nn.Module, encoder, step: StochasticStep, cond_seed: int = 0) -> None:
         super().__init__()
-        if eta <= 0:
-            raise ValueError(f"eta must be > 0 (eta = 0 gives std = 0 and log(0) on stochastic steps), got {eta}")
-        if sde not in self.SDE_KINDS:
-            raise ValueError(f"sde must be one of {self.SDE_KINDS}, got {sde!r}")
-        if sde == "cps" and eta > 1:
-            raise ValueError(f"eta must lie in (0, 1] with sde='cps' (the fresh fraction of the next noise level), got {eta}")
+        if isinstance(step, (str, int, float)) or not isinstance(step, StochasticStep):
+            raise TypeError(
+                "FlowPolicy: step must be a stochastic step object (rldiff.flow.StochasticStep, e.g. "
+                f"rldiff.CPSStep(eta) or rldiff.EulerMaruyamaStep(eta)), got {type(step).__name__} {step!r}"
+            )
         self.model = model
         object.__setattr__(self, "encoder", encoder)
-        self.eta, self.sigma_cap, self.cond_seed, self.sde = float(eta), float(sigma_cap), int(cond_seed), sde
+        self.step, self.cond_seed = step, int(cond_seed)
         self._control: Control | None = None
         self._cond: TensorDict | None = None
         self._cache = None
@@ -112,10 +104,7 @@ class FlowPolicy(nn.Module):
 
     def stochastic_step(self, x: Tensor, v: Tensor, sigma: Tensor, sigma_next: Tensor, noise=None, generator=None):
         """``(x_next, mean, std)`` of this policy's stochastic step (levels broadcastable to ``x``)."""
-        if self.sde == "cps":
-            return cps_step(x, v, sigma, sigma_next, self.eta, noise=noise, generator=generator)
-        diffusion = flow_grpo_diffusion(sigma, self.eta, self.sigma_cap)
-        return sde_step(x, v, sigma, sigma_next, diffusion, noise=noise, generator=generator)
+        return self.step(x, v, sigma, sigma_next, noise=noise, generator=generator)
 
     # -- acting -----------------------------------------------------------------
     @torch.no_grad()
@@ -140,8 +129,6 @@ class FlowPolicy(nn.Module):
         v = self.model.forward_frame(x, m, 1000.0 * sigma, self._cond, self._cache).float()  # [R, C, H, W]
         s, s_next = sigma.view(r, 1, 1, 1), sigma_next.view(r, 1, 1, 1)
         if stochastic:
-            if self.sde == "cps" and bool((sigma_next <= 0).any()):
-                raise ValueError("act: sde='cps' puts no noise on the last step (sigma_next = 0), so it cannot be stochastic; use a schedule with exclude_last=True")
             action, mean, std = self.stochastic_step(x, v, s, s_next, generator=generator)
             std = std.expand(r, 1, 1, 1).reshape(r)  # [R]
             log_prob = gaussian_log_prob(action, mean, std)  # [R]

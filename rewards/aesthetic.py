@@ -100,6 +100,8 @@ def load_head_state(head_path: Path) -> dict[str, Tensor]:
 class AestheticReward(FrameReward):
     """LAION aesthetic score of every frame (about 1-10), batched over frames.
 
+    Reads nothing from the control: ``score(video, None)`` and ``reset(None)`` work.
+
     Args:
         clip_path: local directory of a CLIP ViT-L/14 (``config.json`` + weights).
         head_path: local LAION head weights (``.pth`` or ``.safetensors``).
@@ -107,6 +109,8 @@ class AestheticReward(FrameReward):
         dtype: CLIP's dtype, a ``torch.dtype`` or its name (``"bfloat16"``); the head and the score stay float32.
         batch_size: frames per CLIP forward pass.
     """
+
+    needs_control = False
 
     def __init__(
         self,
@@ -163,7 +167,7 @@ class AestheticReward(FrameReward):
         return torch.cat(out, dim=0)
 
     @torch.no_grad()
-    def frame_reward(self, frames: Tensor, control: Control, start: int) -> Tensor:
+    def frame_reward(self, frames: Tensor, control: Control | None, start: int) -> Tensor:
         """``frames [B, t, 3, H, W]`` -> aesthetic scores ``[B, t]``."""
         self.load()
         b, t = frames.shape[:2]

@@ -10,6 +10,10 @@ call, in order from frame 0.
 - :class:`StreamingReward`: a reward with per-episode state (an online
   tracker); implement ``_reset(control)`` and ``_step(frames, control, start)``.
 
+A reward that reads nothing from the control (the aesthetic score) sets
+``needs_control = False`` and then accepts ``control=None`` in ``score`` and
+``reset``; the others raise a clear error for ``None``.
+
 Both get ``score`` and ``score_components`` by replaying the whole video
 through ``reset`` + one ``step``, so the offline and streaming forms agree by
 construction (a subclass may override ``score_components`` with a faster
@@ -40,47 +44,57 @@ def check_reward_dict(out: object, batch: int, frames: int, who: str) -> dict[st
 
 
 class StreamingReward(ABC):
-    """A reward with per-episode state. Subclasses implement ``_reset`` and ``_step``."""
+    """A reward with per-episode state. Subclasses implement ``_reset`` and ``_step``.
+
+    ``needs_control`` (class attribute, default True): False for a reward that
+    reads nothing from the control; it then accepts ``control=None``.
+    """
+
+    needs_control: bool = True
 
     def __init__(self) -> None:
         self._control: Control | None = None
+        self._started = False
         self._t = 0
 
-    def reset(self, control: Control) -> None:
-        """Start an episode batch with ``control`` (B rows)."""
-        if not isinstance(control, Control):
-            raise TypeError(f"{type(self).__name__}.reset: control must be an rldiff.types.Control, got {type(control).__name__}")
-        self._control, self._t = control, 0
+    def reset(self, control: Control | None) -> None:
+        """Start an episode batch with ``control`` (B rows; ``None`` allowed when ``needs_control`` is False)."""
+        who = type(self).__name__
+        if control is None and self.needs_control:
+            raise TypeError(f"{who}.reset: control must be an rldiff.types.Control ({who} reads the control), got None")
+        if control is not None and not isinstance(control, Control):
+            raise TypeError(f"{who}.reset: control must be an rldiff.types.Control, got {type(control).__name__}")
+        self._control, self._t, self._started = control, 0, True
         self._reset(control)
 
     def step(self, frames: Tensor) -> dict[str, Tensor]:
         """Score the next pixel frames ``[B, t, 3, H, W]``; returns ``{"reward": [B, t], ...}``."""
         who = type(self).__name__
-        if self._control is None:
+        if not self._started:
             raise RuntimeError(f"{who}.step called before reset(control)")
         check_video(frames, f"{who}.step: frames")
-        if frames.shape[0] != self._control.batch_size:
+        if self._control is not None and frames.shape[0] != self._control.batch_size:
             raise ValueError(f"{who}.step: frames batch {frames.shape[0]} != control batch {self._control.batch_size}")
         out = self._step(frames, self._control, self._t)
         self._t += frames.shape[1]
         return check_reward_dict(out, frames.shape[0], frames.shape[1], f"{who}._step")
 
-    def score(self, video: Tensor, control: Control) -> Tensor:
+    def score(self, video: Tensor, control: Control | None) -> Tensor:
         """Offline form: ``video [B, T, 3, H, W]`` in [0, 1] -> ``[B, T]``."""
         return self.score_components(video, control)["reward"]
 
-    def score_components(self, video: Tensor, control: Control) -> dict[str, Tensor]:
+    def score_components(self, video: Tensor, control: Control | None) -> dict[str, Tensor]:
         """Offline form with components: ``{"reward": [B, T], <component>: [B, T], ...}``."""
         check_video(video, f"{type(self).__name__}.score: video")
         self.reset(control)
         return self.step(video)
 
     @abstractmethod
-    def _reset(self, control: Control) -> None:
-        """Start an episode (state reset); ``control`` is already validated."""
+    def _reset(self, control: Control | None) -> None:
+        """Start an episode (state reset); ``control`` is already validated (``None`` only if ``needs_control`` is False)."""
 
     @abstractmethod
-    def _step(self, frames: Tensor, control: Control, start: int) -> dict[str, Tensor]:
+    def _step(self, frames: Tensor, control: Control | None, start: int) -> dict[str, Tensor]:
         """``frames [B, t, 3, H, W]`` are pixel frames ``start .. start + t - 1``; return ``{"reward": [B, t], ...}``."""
 
 

@@ -21,10 +21,10 @@ from torch import Tensor
 
 from rewards.cotracker import CoTrackerTracker, load_cotracker3_offline
 from rewards.points import check_queries, normalized_to_pixels, pixels_to_normalized
-from rldiff.protocols import PointTracker
+from rldiff.protocols import PointTracker, StreamingPointTracker
 from rldiff.types import check_video
 
-__all__ = ["PointTracker", "LucasKanadeTracker", "CoTrackerTracker", "load_cotracker3_offline"]
+__all__ = ["PointTracker", "StreamingPointTracker", "LucasKanadeTracker", "CoTrackerTracker", "load_cotracker3_offline"]
 
 class _LKVideo:
     """Online LK state of one video: previous work image and the K points in work pixels."""

@@ -13,7 +13,7 @@ from torch import Tensor
 from rewards.base import StreamingReward
 from rewards.points import check_tracks
 from rewards.registry import register_reward
-from rldiff.protocols import PointTracker
+from rldiff.protocols import PointTracker, StreamingPointTracker
 from rldiff.types import Control, check_video
 
 __all__ = ["TrajectoryHingeReward", "trajectory_hinge", "lost_fraction", "hinge_queries", "LOST_RULES"]
@@ -118,11 +118,14 @@ class TrajectoryHingeReward(StreamingReward):
     ``"trajectory/lost"``).
 
     Offline (``score``) the tracker runs once over the video (its ``track``
-    equals its online form for LK); streaming, ``step`` feeds the tracker
-    online (``tracker.reset`` / ``tracker.step``).
+    equals its online form for LK): any :class:`rldiff.protocols.PointTracker`
+    (``track`` alone) will do. Streaming, ``reset`` / ``step`` feed the tracker
+    online and need a :class:`rldiff.protocols.StreamingPointTracker`
+    (``track``, ``reset``, ``step``); ``reset`` says so when the tracker lacks them.
 
     Args:
-        tracker: a :class:`rldiff.protocols.PointTracker` (default: :class:`rewards.trackers.LucasKanadeTracker`).
+        tracker: a :class:`rldiff.protocols.PointTracker` (default: :class:`rewards.trackers.LucasKanadeTracker`,
+            which also streams).
         lam: reward scale.
         alpha: hinge margin in squared normalized units.
         per_point: hinge each track separately (errors clipped at ``alpha`` before the mean).
@@ -132,7 +135,7 @@ class TrajectoryHingeReward(StreamingReward):
     def __init__(self, tracker: PointTracker | None = None, lam: float = 1.0, alpha: float = 0.01, per_point: bool = False, lost: str = "miss"):
         super().__init__()
         if tracker is not None and not isinstance(tracker, PointTracker):
-            raise TypeError(f"TrajectoryHingeReward: tracker must have track, reset and step (a PointTracker), got {type(tracker).__name__}")
+            raise TypeError(f"TrajectoryHingeReward: tracker must have track(video, queries) (a PointTracker), got {type(tracker).__name__}")
         if not alpha > 0:
             raise ValueError(f"TrajectoryHingeReward: alpha must be > 0, got {alpha}")
         _check_lost(lost, "TrajectoryHingeReward")  # fail at construction, not at the first frame
@@ -156,6 +159,14 @@ class TrajectoryHingeReward(StreamingReward):
             raise ValueError(f"TrajectoryHingeReward: control.visibility must be bool {tuple(traj.shape[:3])}, got {got}")
 
     def _reset(self, control: Control) -> None:
+        if not isinstance(self.tracker, StreamingPointTracker):
+            name = type(self.tracker).__name__
+            missing = [m for m in ("reset", "step") if not callable(getattr(self.tracker, m, None))]
+            raise TypeError(
+                f"TrajectoryHingeReward: the streaming form (reset/step) needs a tracker with reset(queries) and "
+                f"step(frames) (a StreamingPointTracker); {name} lacks {', '.join(missing)}. "
+                f"Offline score(video, control) works with {name}.track"
+            )
         self._check_trajectory(control, 1, exact=False)
         queries, self._counts = hinge_queries(control.trajectory, control.visibility)
         self.tracker.reset(queries)

@@ -30,7 +30,12 @@ class RewardTransform(StreamingReward):
         self.inner = reward
         self.name = f"{self.prefix}_{getattr(reward, 'name', type(reward).__name__)}"
 
-    def _reset(self, control: Control) -> None:
+    @property
+    def needs_control(self) -> bool:  # type: ignore[override]
+        """As the inner reward: ``control=None`` is fine when it reads no control."""
+        return getattr(self.inner, "needs_control", True)
+
+    def _reset(self, control: Control | None) -> None:
         self.inner.reset(control)
 
     def _step(self, frames: Tensor, control: Control, start: int) -> dict[str, Tensor]:

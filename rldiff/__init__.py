@@ -6,19 +6,33 @@ policies and rewards live in the sibling packages ``envs``, ``policies`` and
 """
 
 from rldiff.advantages import group_normalize, group_normalize_by_id, returns_to_go
-from rldiff.flow import cps_step, flow_grpo_diffusion, gaussian_log_prob, ode_step, sde_step, shifted_sigmas
+from rldiff.flow import (
+    CPSStep,
+    EulerMaruyamaStep,
+    StochasticStep,
+    cps_step,
+    flow_grpo_diffusion,
+    gaussian_log_prob,
+    ode_step,
+    sde_step,
+    shifted_sigmas,
+)
 from rldiff.grpo import grpo_loss
-from rldiff.stochasticity import AllSteps, NoSteps, OneStepPerFrame, SlidingWindow, StochasticitySchedule
+from rldiff.stochasticity import AllSteps, NoSteps, OneStepPerFrame, ProgressiveWindow, SlidingWindow, StochasticitySchedule
 from rldiff.types import Control
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AllSteps",
+    "CPSStep",
     "Control",
+    "EulerMaruyamaStep",
     "NoSteps",
     "OneStepPerFrame",
+    "ProgressiveWindow",
     "SlidingWindow",
+    "StochasticStep",
     "StochasticitySchedule",
     "flow_grpo_diffusion",
     "cps_step",

@@ -10,6 +10,8 @@ result is returned in that precision.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -22,6 +24,9 @@ __all__ = [
     "gaussian_log_prob",
     "shifted_sigmas",
     "shift_sigma",
+    "StochasticStep",
+    "CPSStep",
+    "EulerMaruyamaStep",
 ]
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -132,7 +137,14 @@ def cps_step(
     coarse). ``eta`` in ``(0, 1]`` is the fraction of the next noise level that
     is fresh; the mean is ``ode_step``'s when ``eta -> 0``. Idea from
     Coefficients-Preserving Sampling (Wang and Yu, 2025), where
-    ``eta = sin(epsilon * pi / 2)``. ``sigma_next = 0`` gives ``std = 0``.
+    ``eta = sin(epsilon * pi / 2)``. ``sigma_next = 0`` gives ``std = 0``
+    (:class:`CPSStep` refuses such a stochastic step).
+
+    Log-probs against Flow-GRPO: here the action's log-prob is the exact
+    Gaussian one (:func:`gaussian_log_prob`, with ``1 / (2 std^2)`` and the
+    normalizing constants). Flow-GRPO's CPS log-prob is ``-mean((x - mu)^2)``
+    without the ``1 / (2 std^2)`` factor or constants, so its ratios, and the
+    clip ranges tuned on them, do not carry over to rldiff.
     """
     if not 0.0 < eta <= 1.0:
         raise ValueError(f"cps_step: eta must lie in (0, 1], got {eta}")
@@ -144,17 +156,145 @@ def cps_step(
     return _sample(mean, std, noise, generator), mean, std
 
 
-def flow_grpo_diffusion(sigma: float | Tensor, eta: float, sigma_cap: float = 0.99) -> float | Tensor:
-    """Flow-GRPO's diffusion coefficient ``eta * sqrt(sigma / (1 - min(sigma, sigma_cap)))``.
+def flow_grpo_diffusion(
+    sigma: float | Tensor,
+    eta: float,
+    sigma_cap: float | None = None,
+    sigma_next: float | Tensor | None = None,
+) -> float | Tensor:
+    """Flow-GRPO's diffusion coefficient ``g = eta * sqrt(sigma / (1 - sigma))``, made finite at ``sigma = 1``.
 
-    ``sigma_cap < 1`` keeps the coefficient finite at ``sigma = 1``.
+    ``sqrt(sigma / (1 - sigma))`` is infinite at ``sigma = 1``; give one of:
+
+    - ``sigma_next`` (the peers' convention: Flow-GRPO, DanceGRPO, MixGRPO):
+      at ``sigma = 1`` the next level replaces sigma in the denominator,
+      ``g = eta * sqrt(1 / (1 - sigma_next))``, so the first step's std
+      ``g * sqrt(1 - sigma_next)`` is exactly ``eta`` whatever N. Elsewhere
+      ``sigma_next`` is not used.
+    - ``sigma_cap`` in ``(0, 1)`` (rldiff's older convention, opt-in):
+      ``g = eta * sqrt(sigma / (1 - min(sigma, sigma_cap)))`` at every sigma;
+      with 0.99 the first step's std is ``10 * eta * sqrt(1 - sigma_1)``.
+
+    Giving both is an error (which convention is meant would be a guess). With
+    neither, ``sigma < 1`` works and ``sigma = 1`` raises.
     """
-    if not 0.0 < sigma_cap < 1.0:
-        raise ValueError(f"sigma_cap must lie in (0, 1), got {sigma_cap}")
+    if sigma_cap is not None and sigma_next is not None:
+        raise ValueError("flow_grpo_diffusion: give sigma_cap (old cap) or sigma_next (peers' convention at sigma = 1), not both")
+    if sigma_cap is not None and not 0.0 < sigma_cap < 1.0:
+        raise ValueError(f"flow_grpo_diffusion: sigma_cap must lie in (0, 1), got {sigma_cap}")
+    tensor = isinstance(sigma, Tensor) or isinstance(sigma_next, Tensor)
     if isinstance(sigma, Tensor):
         s = _as_float(sigma)
-        return eta * torch.sqrt(s / (1.0 - torch.clamp(s, max=sigma_cap)))
-    return eta * math.sqrt(sigma / (1.0 - min(sigma, sigma_cap)))
+    else:  # a float level: float64 (float32 when it meets a float32 tensor sigma_next), on sigma_next's device
+        like = sigma_next if isinstance(sigma_next, Tensor) else None
+        s = torch.tensor(float(sigma), dtype=like.dtype if like is not None and like.is_floating_point() else torch.float64,
+                         device=like.device if like is not None else None)  # fmt: skip
+        s = _as_float(s)
+    if sigma_cap is not None:
+        denom = s.clamp(max=sigma_cap)
+    elif sigma_next is not None:
+        s_next = torch.as_tensor(sigma_next, dtype=s.dtype, device=s.device)
+        s, s_next = torch.broadcast_tensors(s, s_next)
+        denom = torch.where(s >= 1.0, s_next, s)
+    else:
+        if bool((s >= 1.0).any()):
+            raise ValueError(
+                "flow_grpo_diffusion: sigma = 1 makes sqrt(sigma / (1 - sigma)) infinite; pass sigma_next "
+                "(the peers' convention, first-step std = eta) or sigma_cap (e.g. 0.99, the old cap)"
+            )
+        denom = s
+    g = eta * torch.sqrt(s / (1.0 - denom))
+    return g if tensor else float(g)
+
+
+# ----------------------------------------------------------------------------- stochastic steps as objects
+@runtime_checkable
+class StochasticStep(Protocol):
+    """One stochastic sampler step: ``step(x, v, sigma, sigma_next, noise=None, generator=None) -> (x_next, mean, std)``.
+
+    ``x, v`` are ``[batch, ...]`` (v the model's velocity at ``(x, sigma)``);
+    ``sigma``, ``sigma_next`` floats or tensors broadcastable to ``x``. The
+    action is ``x_next = mean + std * noise`` with ``noise ~ N(0, I)`` drawn
+    from ``generator`` unless given; ``std`` broadcasts against ``x`` (a 0-d
+    tensor when the levels are floats). The log-prob of the action is
+    :func:`gaussian_log_prob` ``(x_next, mean, std)``. Implementations:
+    :class:`CPSStep`, :class:`EulerMaruyamaStep`.
+    """
+
+    def __call__(
+        self,
+        x: Tensor,
+        v: Tensor,
+        sigma: float | Tensor,
+        sigma_next: float | Tensor,
+        noise: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]: ...
+
+
+def _check_number(who: str, name: str, value, lo: float, hi: float | None, lo_open: bool, expected: str) -> float:
+    """``value`` as a float inside the range, else a ValueError/TypeError naming ``who.name``, the range and the value."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{who}: {name} must be a float in {expected}, got {type(value).__name__} {value!r}")
+    value = float(value)
+    ok = math.isfinite(value) and (value > lo if lo_open else value >= lo) and (hi is None or value <= hi)
+    if not ok:
+        raise ValueError(f"{who}: {name} must lie in {expected}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class CPSStep:
+    """Coefficient-preserving stochastic step (:func:`cps_step`) with fresh-noise fraction ``eta`` in ``(0, 1]``.
+
+    ``std = eta * sigma_next``: a step to ``sigma_next = 0`` has no noise, so
+    asking for it raises (exclude the last step from the stochasticity
+    schedule, ``exclude_last=True``).
+    """
+
+    eta: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "eta", _check_number("CPSStep", "eta", self.eta, 0.0, 1.0, True, "(0, 1]"))
+
+    def __call__(self, x, v, sigma, sigma_next, noise=None, generator=None) -> tuple[Tensor, Tensor, Tensor]:
+        if bool((torch.as_tensor(sigma_next) <= 0).any()):
+            raise ValueError(
+                f"CPSStep(eta={self.eta}): a step to sigma_next = 0 has std = eta * sigma_next = 0, so it cannot be "
+                "stochastic (no log-prob); keep the last step deterministic (schedule exclude_last=True)"
+            )
+        return cps_step(x, v, sigma, sigma_next, self.eta, noise=noise, generator=generator)
+
+
+@dataclass(frozen=True)
+class EulerMaruyamaStep:
+    """Flow-GRPO's Euler-Maruyama step (:func:`sde_step`) with diffusion :func:`flow_grpo_diffusion`.
+
+    ``eta > 0`` scales the diffusion. By default it follows the peers'
+    convention at ``sigma = 1`` (``sigma_next`` in the denominator: the first
+    step's std is ``eta`` whatever N); ``sigma_cap`` in ``(0, 1)`` opts into
+    rldiff's older cap ``min(sigma, sigma_cap)`` instead.
+    """
+
+    eta: float
+    sigma_cap: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "eta", _check_number("EulerMaruyamaStep", "eta", self.eta, 0.0, None, True, "(0, inf)"))
+        if self.sigma_cap is not None:
+            cap = _check_number("EulerMaruyamaStep", "sigma_cap", self.sigma_cap, 0.0, 1.0, True, "(0, 1) or None")
+            if cap >= 1.0:
+                raise ValueError(f"EulerMaruyamaStep: sigma_cap must lie in (0, 1) or None, got {cap}")
+            object.__setattr__(self, "sigma_cap", cap)
+
+    def diffusion(self, sigma: float | Tensor, sigma_next: float | Tensor) -> float | Tensor:
+        """The diffusion coefficient ``g`` of a step from ``sigma`` to ``sigma_next``."""
+        if self.sigma_cap is not None:
+            return flow_grpo_diffusion(sigma, self.eta, sigma_cap=self.sigma_cap)
+        return flow_grpo_diffusion(sigma, self.eta, sigma_next=sigma_next)
+
+    def __call__(self, x, v, sigma, sigma_next, noise=None, generator=None) -> tuple[Tensor, Tensor, Tensor]:
+        return sde_step(x, v, sigma, sigma_next, self.diffusion(sigma, sigma_next), noise=noise, generator=generator)
 
 
 def gaussian_log_prob(x: Tensor, mean: Tensor, std: float | Tensor) -> Tensor:
@@ -163,6 +303,11 @@ def gaussian_log_prob(x: Tensor, mean: Tensor, std: float | Tensor) -> Tensor:
     ``x`` and ``mean`` are ``[batch, ...]``; ``std`` is a float or a tensor that
     broadcasts against them (``[batch]`` is read as one std per sample).
     Returns ``[batch]``.
+
+    This is the exact log-density for every step, CPS included. Flow-GRPO's
+    Euler-Maruyama log-prob is the same to float rounding; its CPS log-prob
+    drops ``1 / (2 std^2)`` and the constants (``-mean((x - mu)^2)``), so
+    ratios and clip ranges tuned there do not carry over to CPS here.
     """
     x, mean = _as_float(x), _as_float(mean)
     if x.shape != mean.shape:

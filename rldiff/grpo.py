@@ -8,6 +8,23 @@ from torch import Tensor
 __all__ = ["grpo_loss"]
 
 
+def _kl_std(std: float | Tensor, log_prob: Tensor) -> Tensor:
+    """``std`` (a float or a tensor broadcastable to ``[S]``) as a detached ``[S]`` tensor; it must be > 0."""
+    s = log_prob.shape
+    if isinstance(std, bool) or not isinstance(std, (int, float, Tensor)):
+        raise TypeError(f"grpo_loss: std must be a float or a tensor broadcastable to [S] = {tuple(s)}, got {type(std).__name__}")
+    std = torch.as_tensor(std, dtype=log_prob.dtype, device=log_prob.device).detach()
+    try:
+        ok = torch.broadcast_shapes(std.shape, s) == s
+    except RuntimeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"grpo_loss: std must broadcast to [S] = {tuple(s)} (e.g. [S], [1] or a float), got shape {tuple(std.shape)}")
+    if not bool((std > 0).all()):
+        raise ValueError(f"grpo_loss: std must be > 0 for the KL term (a deterministic step has no Gaussian), got min {float(std.min())}")
+    return std.expand(s)  # [S]
+
+
 def grpo_loss(
     log_prob: Tensor,
     old_log_prob: Tensor,
@@ -15,7 +32,7 @@ def grpo_loss(
     clip_range: float,
     mean: Tensor | None = None,
     ref_mean: Tensor | None = None,
-    std: Tensor | None = None,
+    std: float | Tensor | None = None,
     kl_coef: float = 0.0,
 ) -> dict[str, Tensor]:
     """PPO-style clipped surrogate over ``S`` stochastic actions.
@@ -27,12 +44,23 @@ def grpo_loss(
         clip_range: ``eps`` of ``clip(r, 1 - eps, 1 + eps)``.
         mean, ref_mean: ``[S, ...]`` Gaussian means of the current and the frozen
             reference policy; needed when ``kl_coef > 0``.
-        std: ``[S]`` the (shared) std of both Gaussians; needed when ``kl_coef > 0``.
+        std: the std both Gaussians share, ``> 0``: a float, or a tensor
+            broadcastable to ``[S]`` (``[S]``, ``[1]`` or 0-d); needed when ``kl_coef > 0``.
         kl_coef: weight of the KL term.
 
     Returns a dict: ``loss = loss_policy + loss_kl`` (to backprop), ``loss_policy``,
     ``loss_kl`` (already weighted), and the metrics ``clip_fraction``,
     ``approx_kl`` (``mean((r - 1) - log r)``, k3 estimator) and ``ratio_mean``.
+
+    Conventions against Flow-GRPO. The KL here is the exact KL of two
+    Gaussians with one std per action, averaged over the action's dims like the
+    log-probs: ``KL_s = mean_dims((mean - ref_mean)^2) / (2 std^2)``, with
+    ``std = g * sqrt(|dt|)`` for an Euler-Maruyama step of diffusion ``g``.
+    Flow-GRPO divides the same squared mean difference by ``2 g^2`` without
+    ``|dt|`` (its ``std_dev_t`` is ``g``), so its KL is this one times
+    ``|dt| < 1`` (this one is theirs times ``1 / |dt|``); its ``beta``
+    corresponds to ``kl_coef = beta * |dt|`` here (``|dt|`` the step's
+    ``sigma - sigma_next``: ``beta / N`` for N uniform steps).
     """
     if advantages is None:
         raise ValueError("grpo_loss needs advantages; got None")
@@ -59,10 +87,9 @@ def grpo_loss(
                 f"mean and ref_mean must both be [S, ...] with S = {log_prob.shape[0]}, "
                 f"got {tuple(mean.shape)} and {tuple(ref_mean.shape)}"
             )
-        if std.shape != log_prob.shape:
-            raise ValueError(f"std must be [S] = {tuple(log_prob.shape)}, got {tuple(std.shape)}")
+        std = _kl_std(std, log_prob)  # [S]
         sq = ((mean - ref_mean.detach()) ** 2).flatten(1).mean(dim=1)  # [S]
-        loss_kl = kl_coef * (sq / (2.0 * std.detach() ** 2)).mean()
+        loss_kl = kl_coef * (sq / (2.0 * std**2)).mean()
     else:
         loss_kl = torch.zeros((), dtype=loss_policy.dtype, device=loss_policy.device)
 

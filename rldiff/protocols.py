@@ -24,6 +24,7 @@ __all__ = [
     "Codec",
     "StreamingDecoder",
     "PointTracker",
+    "StreamingPointTracker",
     "Reward",
     "Policy",
     "RolloutPolicy",
@@ -76,7 +77,7 @@ class Codec(Protocol):
 
 @runtime_checkable
 class PointTracker(Protocol):
-    """Tracks query points through a video (offline) or frame by frame (online).
+    """Tracks query points through a whole video (offline): the contract is ``track`` alone.
 
     Coordinates are normalized (x right, y down, in [0, 1]); videos are
     ``[B, T, 3, H, W]`` float in [0, 1].
@@ -85,6 +86,15 @@ class PointTracker(Protocol):
     def track(self, video: Tensor, queries: Tensor) -> tuple[Tensor, Tensor]:
         """``queries [B, K, 3]`` as (t, x, y) -> ``(tracks [B, T, K, 2], visibility [B, T, K] bool)``."""
         ...
+
+
+@runtime_checkable
+class StreamingPointTracker(PointTracker, Protocol):
+    """A :class:`PointTracker` that also tracks frame by frame (online): ``reset`` then ``step``.
+
+    Streaming rewards (the env's per-frame form) need this; offline scoring
+    needs only ``track``.
+    """
 
     def reset(self, queries: Tensor) -> None:
         """Start online tracking of ``queries [B, K, 3]`` (t, x, y)."""
@@ -104,13 +114,15 @@ class Reward(Protocol):
     since the last call (in order, starting at pixel frame 0). ``step`` returns
     a dict of ``[B, t]`` tensors: key ``"reward"`` holds the total and any other
     key a named component (a plain reward returns just ``{"reward": ...}``).
+    A reward that reads nothing from the control (an aesthetic score) accepts
+    ``control=None``; one that needs it raises a clear error for ``None``.
     """
 
-    def score(self, video: Tensor, control: Control) -> Tensor:
+    def score(self, video: Tensor, control: Control | None) -> Tensor:
         """``video [B, T, 3, H, W]`` in [0, 1] -> ``[B, T]``."""
         ...
 
-    def reset(self, control: Control) -> None: ...
+    def reset(self, control: Control | None) -> None: ...
 
     def step(self, frames: Tensor) -> dict[str, Tensor]: ...
 

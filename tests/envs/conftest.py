@@ -37,7 +37,7 @@ class VelocityIsX:
         if not stochastic:
             action = ode_step(x, x, sigma, sigma_next)
             return TensorDict({"action": action, "mean": action, "std": torch.zeros(r), "log_prob": torch.zeros(r)}, [r])
-        diffusion = flow_grpo_diffusion(sigma, self.eta)
+        diffusion = flow_grpo_diffusion(sigma, self.eta, sigma_next=sigma_next)  # finite at sigma = 1 (peers' convention)
         action, mean, std = sde_step(x, x, sigma, sigma_next, diffusion, generator=generator)
         std = std.reshape(r)
         return TensorDict({"action": action, "mean": mean, "std": std, "log_prob": gaussian_log_prob(action, mean, std)}, [r])

@@ -15,6 +15,7 @@ from policies.text_encoder import HashTextEncoder
 from rewards.composite import CompositeReward
 from rewards.sprites import SpritesQualityReward
 from rewards.trajectory import TrajectoryHingeReward
+from rldiff.flow import EulerMaruyamaStep
 from rldiff.stochasticity import OneStepPerFrame
 from rldiff.trainer import GRPOTrainer
 
@@ -39,7 +40,7 @@ def test_one_grpo_iteration_through_the_env(small_env_kwargs):
     )
     collector = envs.EnvCollector(venv)
     model = CausalWan.tiny()
-    policy = FlowPolicy(model, ControlEncoder(PixelCodec(factor=4), text_encoder=HashTextEncoder(dim=32)), eta=1.0)
+    policy = FlowPolicy(model, ControlEncoder(PixelCodec(factor=4), text_encoder=HashTextEncoder(dim=32)), step=EulerMaruyamaStep(1.0))
     model.forward_parallel = parallel = _Counted(model.forward_parallel)
     before = {n: p.detach().clone() for n, p in policy.named_parameters()}
     optimizer = torch.optim.Adam(policy.parameters(), lr=1e-3)  # no weight decay: any change comes from the gradient

@@ -16,17 +16,20 @@ from policies.codecs import PixelCodec
 from policies.conditioning import ControlEncoder
 from policies.text_encoder import HashTextEncoder
 from rldiff.data.sprites import SpritesDrag
-from rldiff.flow import gaussian_log_prob, shifted_sigmas
+from rldiff.flow import CPSStep, EulerMaruyamaStep, gaussian_log_prob, shifted_sigmas
 from rldiff.protocols import Policy, RolloutPolicy
 from rldiff.rollout import RolloutRecorder
 
 F, N = 5, 3
 
 
-def make_policy(window: int = 3, sink: int = 0, sde: str = "flow_grpo") -> FlowPolicy:
+STEPS = {"em": EulerMaruyamaStep(0.7), "em_cap": EulerMaruyamaStep(0.7, sigma_cap=0.99), "cps": CPSStep(0.7)}
+
+
+def make_policy(window: int = 3, sink: int = 0, step: str = "em") -> FlowPolicy:
     model = CausalWan.tiny(window=window, sink=sink, text_dim=32, seed=1).eval()
     encoder = ControlEncoder(PixelCodec(factor=4), text_encoder=HashTextEncoder(dim=32, max_length=8))
-    return FlowPolicy(model, encoder, eta=0.7, sigma_cap=0.99, cond_seed=5, sde=sde)
+    return FlowPolicy(model, encoder, step=STEPS[step], cond_seed=5)
 
 
 def controls(batch: int, seed: int = 0):
@@ -77,30 +80,32 @@ def test_deterministic_step_is_ode_and_stochastic_step_logprob():
     ro = manual_rollout(policy, control, mask)
     assert ro["steps"].batch_size == torch.Size([2, 1])
     std = ro["steps", "std"][:, 0]
-    # sigma_0 = 1 capped at 0.99: g = 0.7 * sqrt(1 / 0.01) = 7; std = g * sqrt(sigma_0 - sigma_1)
-    s1 = float(shifted_sigmas(N, 3.0)[1])
-    assert torch.allclose(std, torch.full((2,), 7.0 * (1.0 - s1) ** 0.5), rtol=1e-5)
+    # peers' convention at sigma_0 = 1: g = 0.7 * sqrt(1 / (1 - sigma_1)), std = g * sqrt(1 - sigma_1) = 0.7
+    assert torch.allclose(std, torch.full((2,), 0.7), rtol=1e-5)
     lp = gaussian_log_prob(ro["steps", "action"][:, 0], ro["steps", "mean"][:, 0], std)
     assert torch.allclose(lp, ro["steps", "log_prob"][:, 0], atol=1e-6)
+    # the old cap 0.99: g = 0.7 * sqrt(1 / 0.01) = 7; std = g * sqrt(sigma_0 - sigma_1)
+    s1 = float(shifted_sigmas(N, 3.0)[1])
+    capped = manual_rollout(make_policy(step="em_cap"), control, mask)
+    assert torch.allclose(capped["steps", "std"][:, 0], torch.full((2,), 7.0 * (1.0 - s1) ** 0.5), rtol=1e-5)
     # CPS: std = eta * sigma_1 and the mean is cps_step's
-    cps = manual_rollout(make_policy(sde="cps"), control, mask)
+    cps = manual_rollout(make_policy(step="cps"), control, mask)
     assert torch.allclose(cps["steps", "std"][:, 0], torch.full((2,), 0.7 * s1), rtol=1e-5)
     last = torch.zeros(F, N, dtype=torch.bool)
     last[0, N - 1] = True
-    with pytest.raises(ValueError, match="sde='cps' puts no noise on the last step"):
-        manual_rollout(make_policy(sde="cps"), control, last)
-    with pytest.raises(ValueError, match="sde must be one of"):
-        make_policy(sde="ddim")
-    with pytest.raises(ValueError, match=r"eta must lie in \(0, 1\] with sde='cps'"):
-        FlowPolicy(policy.model, policy.encoder, eta=1.5, sde="cps")
+    with pytest.raises(ValueError, match="CPSStep.*sigma_next = 0 has std"):
+        manual_rollout(make_policy(step="cps"), control, last)
+    for bad in ("cps", 0.7, None):
+        with pytest.raises(TypeError, match=f"FlowPolicy: step must be a stochastic step object .* got {type(bad).__name__}"):
+            FlowPolicy(policy.model, policy.encoder, step=bad)
 
 
-@pytest.mark.parametrize("sink,sde", [(0, "flow_grpo"), (1, "flow_grpo"), (1, "cps")])
-def test_recompute_matches_acting(sink, sde):
-    policy = make_policy(window=3, sink=sink, sde=sde)
+@pytest.mark.parametrize("sink,step", [(0, "em"), (1, "em"), (1, "em_cap"), (1, "cps")])
+def test_recompute_matches_acting(sink, step):
+    policy = make_policy(window=3, sink=sink, step=step)
     control = controls(3, seed=1)
     mask = torch.zeros(F, N, dtype=torch.bool)
-    last = 2 if sde == "flow_grpo" else 1  # CPS has no noise on the last step (sigma_next = 0)
+    last = 1 if step == "cps" else 2  # CPS has no noise on the last step (sigma_next = 0)
     mask[[0, 1, 2, 3, 4], [1, 0, last, 1, 0]] = True  # one stochastic step per frame (AR-Drag), F = W + 2
     ro = manual_rollout(policy, control, mask)
     mean = policy.recompute(ro, control)

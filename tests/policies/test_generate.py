@@ -9,7 +9,7 @@ from policies.codecs import PixelCodec
 from policies.conditioning import ControlEncoder
 from policies.text_encoder import HashTextEncoder
 from rldiff.data.sprites import SpritesDrag
-from rldiff.flow import ode_step, shifted_sigmas
+from rldiff.flow import CPSStep, ode_step, shifted_sigmas
 
 F = 4
 
@@ -50,7 +50,7 @@ def test_generate_streams_frames_and_latency():
             assert torch.allclose(x, outs[m].latent, atol=1e-5)
             model.commit(x, m, cond, cache)
     # a FlowPolicy is accepted too and gives the same video
-    policy = FlowPolicy(model, encoder)
+    policy = FlowPolicy(model, encoder, step=CPSStep(0.5))
     again = list(generate(policy, encoder, codec, control, F, num_steps=3, shift=2.0, generator=torch.Generator().manual_seed(1)))
     assert all(torch.equal(a.latent, b.latent) for a, b in zip(outs, again))
     assert torch.is_grad_enabled()  # generate never leaves the caller in no_grad

@@ -144,3 +144,28 @@ def test_dtype_by_name(weights):
     assert torch.allclose(double.score(frames, control), reference_scores(model, state, frames), atol=1e-4)
     with pytest.raises(ValueError, match="dtype must be a torch dtype or its name, got 'float17'"):
         AestheticReward(root / "clip", root / "head.pth", dtype="float17")
+
+
+def test_aesthetic_needs_no_control(weights):
+    """score(video, None) and reset(None) work and give the same scores as with a control; wrappers follow."""
+    from rewards import CompositeReward, IncrementReward, SpritesQualityReward
+
+    root, model, state = weights
+    reward = AestheticReward(root / "clip", root / "head.safetensors")
+    frames = frames_on_8bit_grid(2, 3, seed=1)
+    control = Control(trajectory=torch.rand(2, 3, 1, 2), visibility=torch.ones(2, 3, 1, dtype=torch.bool), reference=frames[:, 0], prompt=["a", "b"])
+    with_control = reward.score(frames, control)
+    without = reward.score(frames, None)
+    assert torch.equal(without, with_control)
+    assert torch.allclose(without, reference_scores(model, state, frames), atol=1e-4, rtol=1e-4)
+    reward.reset(None)
+    assert torch.equal(reward.step(frames)["reward"], with_control)
+    # a transform of it and a composite of such rewards need no control either
+    increments = IncrementReward(reward).score(frames, None)  # frame 0 keeps its value, then differences
+    assert torch.allclose(increments[:, 1:], with_control[:, 1:] - with_control[:, :-1], atol=1e-6)
+    assert torch.equal(CompositeReward({"a": reward}).score(frames, None), with_control)
+    # a reward that reads the control says so
+    with pytest.raises(TypeError, match=r"SpritesQualityReward.reset: control must be an rldiff.types.Control \(SpritesQualityReward reads the control\), got None"):
+        SpritesQualityReward().score(frames, None)
+    with pytest.raises(TypeError, match=r"IncrementReward.reset: control must be .* got None"):
+        IncrementReward(SpritesQualityReward()).reset(None)

@@ -7,7 +7,7 @@ import torch
 
 from rewards.trackers import LucasKanadeTracker
 from rewards.trajectory import TrajectoryHingeReward, hinge_queries, trajectory_hinge
-from rldiff.protocols import Reward
+from rldiff.protocols import PointTracker, Reward, StreamingPointTracker
 from rldiff.types import Control
 
 
@@ -221,7 +221,38 @@ def test_errors_name_the_culprit():
         short_tracker.score(video, control)
     with pytest.raises(RuntimeError, match="before reset"):
         TrajectoryHingeReward(KnownTracker(tracks, tracker_vis)).step(video)
-    with pytest.raises(TypeError, match="tracker must have track, reset and step"):
+    with pytest.raises(TypeError, match=r"tracker must have track\(video, queries\) \(a PointTracker\), got object"):
         TrajectoryHingeReward(tracker=object())
     with pytest.raises(ValueError, match="alpha must be > 0"):
         TrajectoryHingeReward(alpha=0.0)
+
+
+class OfflineOnlyTracker:
+    """A tracker with only ``track`` (the PointTracker contract), e.g. an offline-only learned tracker."""
+
+    def __init__(self, tracks: torch.Tensor, visibility: torch.Tensor):
+        self.tracks, self.visibility = tracks, visibility
+
+    def track(self, video, queries):
+        return self.tracks[:, : video.shape[1]], self.visibility[:, : video.shape[1]]
+
+
+def test_offline_score_needs_only_track_and_streaming_says_what_is_missing():
+    traj, tracks, tracker_vis, target_vis, expected = by_hand_case()
+    tracker = OfflineOnlyTracker(tracks, tracker_vis)
+    assert isinstance(tracker, PointTracker) and not isinstance(tracker, StreamingPointTracker)
+    assert isinstance(LucasKanadeTracker(), StreamingPointTracker)
+    assert isinstance(KnownTracker(tracks, tracker_vis), StreamingPointTracker)
+    reward = TrajectoryHingeReward(tracker, lam=2.0, alpha=0.05)
+    control = make_control(traj, target_vis)
+    video = torch.rand(2, 3, 3, 16, 16)
+    assert torch.allclose(reward.score(video, control), expected, atol=1e-6)  # same values as by_hand_case
+    with pytest.raises(TypeError, match=r"streaming form \(reset/step\) needs .* OfflineOnlyTracker lacks reset, step"):
+        reward.reset(control)
+
+    class HalfStreaming(OfflineOnlyTracker):
+        def reset(self, queries):
+            pass
+
+    with pytest.raises(TypeError, match="HalfStreaming lacks step\\. Offline score"):
+        TrajectoryHingeReward(HalfStreaming(tracks, tracker_vis)).reset(control)

@@ -74,3 +74,34 @@ def test_missing_advantages_and_kl_inputs_are_errors():
         grpo_loss(torch.zeros(2), torch.zeros(2), torch.zeros(2), 0.2, kl_coef=0.1)
     with pytest.raises(ValueError, match="old_log_prob"):
         grpo_loss(torch.zeros(2), torch.zeros(3), torch.zeros(2), 0.2)
+
+
+@pytest.mark.parametrize("std", [2.0, torch.tensor(2.0), torch.tensor([2.0]), torch.tensor([2.0, 2.0])])
+def test_kl_std_as_float_or_broadcastable_tensor(std):
+    # mean - ref = [[1, 1], [2, 2]] -> per-entry mean square [1, 4]; std = 2 for both
+    # kl per entry = [1 / 8, 4 / 8] = [0.125, 0.5]; mean = 0.3125; times kl_coef 0.1 = 0.03125
+    mean = torch.tensor([[1.0, 1.0], [2.0, 2.0]])
+    out = grpo_loss(torch.zeros(2), torch.zeros(2), torch.zeros(2), 0.2, mean=mean, ref_mean=torch.zeros(2, 2), std=std, kl_coef=0.1)
+    assert out["loss_kl"].item() == pytest.approx(0.03125)
+
+
+def test_kl_std_errors_name_the_argument():
+    args = dict(mean=torch.ones(2, 3), ref_mean=torch.zeros(2, 3), kl_coef=0.1)
+    with pytest.raises(ValueError, match=r"std must broadcast to \[S\] = \(2,\) .* got shape \(3,\)"):
+        grpo_loss(torch.zeros(2), torch.zeros(2), torch.zeros(2), 0.2, std=torch.ones(3), **args)
+    with pytest.raises(ValueError, match=r"std must broadcast to \[S\] = \(2,\) .* got shape \(2, 1\)"):
+        grpo_loss(torch.zeros(2), torch.zeros(2), torch.zeros(2), 0.2, std=torch.ones(2, 1), **args)
+    with pytest.raises(ValueError, match="std must be > 0"):
+        grpo_loss(torch.zeros(2), torch.zeros(2), torch.zeros(2), 0.2, std=0.0, **args)
+    with pytest.raises(TypeError, match="std must be a float or a tensor"):
+        grpo_loss(torch.zeros(2), torch.zeros(2), torch.zeros(2), 0.2, std="1", **args)
+
+
+def test_flow_grpo_beta_maps_to_kl_coef_beta_times_dt():
+    # Flow-GRPO: kl = mean_dims((mean - ref)^2) / (2 g^2) with g its std_dev_t (no dt); the exact KL uses
+    # std = g * sqrt(|dt|). With g = 0.7, |dt| = 0.25: std^2 = 0.1225; beta * theirs == (beta * dt) * exact.
+    g, dt, beta = 0.7, 0.25, 0.04
+    mean, ref = torch.tensor([[0.3, -0.1], [0.2, 0.5]]), torch.zeros(2, 2)
+    theirs = (((mean - ref) ** 2).mean(dim=1) / (2 * g**2)).mean()
+    out = grpo_loss(torch.zeros(2), torch.zeros(2), torch.zeros(2), 0.2, mean=mean, ref_mean=ref, std=g * dt**0.5, kl_coef=beta * dt)
+    assert out["loss_kl"].item() == pytest.approx(beta * theirs.item(), rel=1e-6)
