@@ -58,7 +58,7 @@ def main() -> None:
         cfg = compose("ar_drag_grpo", overrides=[*args.overrides, "reward.increments=true"])
     b, g = args.controls, args.group
     codec, controls = instantiate(cfg.codec), instantiate(cfg.controls)
-    policy = instantiate(cfg.policy, codec=codec, step=instantiate(cfg.step))
+    policy = instantiate(cfg.policy, codec=codec, step=cfg.step)  # the step config is instantiated inside (a dataclass object passed in would be read as a config)
     reward = instantiate(cfg.reward, tracker=instantiate(cfg.tracker))
     env = ARVideoDenoisingVectorEnv(b * g, control_source=controls, codec=codec, reward=reward, num_steps=policy.num_steps, shift=policy.shift)
     gen = torch.Generator().manual_seed(args.seed)

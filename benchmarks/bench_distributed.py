@@ -43,7 +43,7 @@ def worker(args) -> None:
     dist_utils.init_from_env(timeout_s=600)
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() and dist_utils.comm_device().type == "cuda" else None
     codec = PixelCodec(factor=4)
-    policy = instantiate(OmegaConf.structured(SpritesStudentConf), codec=codec, step=instantiate(OmegaConf.structured(CPSStepConf)))
+    policy = instantiate(OmegaConf.structured(SpritesStudentConf), codec=codec, step=OmegaConf.structured(CPSStepConf))
     reward = instantiate(OmegaConf.structured(SpritesRewardConf), tracker=instantiate(OmegaConf.structured(LucasKanadeConf)))
     if device is not None:
         policy.to(device)

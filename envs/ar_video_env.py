@@ -81,6 +81,7 @@ class ARVideoDenoisingEnv(EnvFace, gym.Env):
         return None if s is None else s[0]
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        self._check_open()
         super().reset(seed=seed)
         options = check_options(options, _OPTION_KEYS)
         if seed is not None:
@@ -97,6 +98,7 @@ class ARVideoDenoisingEnv(EnvFace, gym.Env):
         return self._observe(), {}
 
     def step(self, action):
+        self._check_open()
         if self._episodes.snapshot is None:
             raise RuntimeError("step() called before reset()")
         action = check_action(action, self.world.latent_shape)

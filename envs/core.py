@@ -57,6 +57,18 @@ class World:
     num_tracks: int
     image_size: tuple[int, int]
     device: torch.device
+    closed: bool = False
+
+    def close(self) -> None:
+        """Release the parts: each one's own ``close()`` (if it has one) runs, then the world drops them."""
+        if self.closed:
+            return
+        for part in (self.reward, self.codec, self.control_source):
+            close = getattr(part, "close", None)
+            if callable(close):
+                close()
+        self.reward = self.codec = self.control_source = None
+        self.closed = True
 
     @staticmethod
     def build(control_source, codec, reward, num_steps: int, shift: float, device: str | torch.device) -> "World":
@@ -156,6 +168,10 @@ class Episodes:
     def num_rows(self) -> int:
         return 0 if self.snapshot is None else self.snapshot.shape[0]
 
+    def close(self) -> None:
+        """Drop the episodes' state (snapshot, control, the codec's streaming decoder)."""
+        self.snapshot, self.control, self._decoder, self.done = None, None, None, True
+
     def start(self, control: Control, noise: Tensor) -> None:
         """Begin ``R`` episodes from initial noise ``[R, F, C, H, W]`` (owned from now on) under ``control`` (R rows)."""
         w = self.world
@@ -211,6 +227,18 @@ class EnvFace:
 
     world: World
     _episodes: Episodes
+    _owns_world: bool = True  # False for views that share another env's world (``resized``)
+
+    def close(self, **kwargs) -> None:
+        """End the episodes and release the codec and the reward (unless the world is shared with the env it came from)."""
+        self._episodes.close()
+        if self._owns_world:
+            self.world.close()
+        super().close(**kwargs)
+
+    def _check_open(self) -> None:
+        if self.world.closed:
+            raise RuntimeError(f"{type(self).__name__} is closed (close() released its codec and reward): make a new env")
 
     @property
     def num_frames(self) -> int:

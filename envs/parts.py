@@ -5,8 +5,9 @@ that satisfies its protocol in :mod:`rldiff.protocols`, or a Hydra-style config
 mapping with a ``_target_`` (nested ``_target_``s compose), instantiated here
 with :func:`hydra.utils.instantiate`. The registered defaults are such configs,
 so ``gymnasium.make("rldiff/ARVideoDenoising-v0")`` builds the small CPU world
-(Sprites-Drag 32x32 x 8 frames, ``PixelCodec(factor=4)``, a trajectory hinge
-reward over the OpenCV Lucas-Kanade tracker) without an import edge.
+(Sprites-Drag 32x32 x 8 frames, ``PixelCodec(factor=4)``, the GRPO job's reward:
+trajectory hinge over the OpenCV Lucas-Kanade tracker + log Sprites quality)
+without an import edge.
 """
 
 from __future__ import annotations
@@ -20,12 +21,28 @@ __all__ = ["DEFAULT_CONTROLS", "DEFAULT_CODEC", "DEFAULT_REWARD", "resolve_part"
 
 DEFAULT_CONTROLS = {"_target_": "rldiff.data.sprites.SpritesDrag", "image_size": 32, "num_frames": 8}
 DEFAULT_CODEC = {"_target_": "policies.codecs.PixelCodec", "factor": 4}
-# TrajectoryHingeReward: lam * max(0, alpha - mean_k ||track_hat - track||^2), coordinates normalized to [0, 1]
+# The reward the GRPO job trains with (docs/results.md says why each setting): per-track hinge
+# lam * mean_k max(0, alpha - ||track_hat - track||^2) over Lucas-Kanade tracks, a lost track scored where it was
+# last found (lost="stale": with "miss" a frozen video outscores a moving one and GRPO learns to freeze), frame t
+# scored by its change since t-1 (a chained tracker's error accumulates), + 0.7 log Sprites quality (without the
+# log, quality collapsed). Coordinates normalized to [0, 1].
 DEFAULT_REWARD = {
-    "_target_": "rewards.trajectory.TrajectoryHingeReward",
-    "tracker": {"_target_": "rewards.trackers.LucasKanadeTracker"},
-    "lam": 1.0,
-    "alpha": 0.01,
+    "_target_": "rewards.CompositeReward",
+    "rewards": {
+        "trajectory": {
+            "_target_": "rewards.IncrementReward",
+            "reward": {
+                "_target_": "rewards.TrajectoryHingeReward",
+                "tracker": {"_target_": "rewards.trackers.LucasKanadeTracker"},
+                "lam": 20.0,
+                "alpha": 0.05,
+                "per_point": True,
+                "lost": "stale",
+            },
+        },
+        "quality": {"_target_": "rewards.LogReward", "reward": {"_target_": "rewards.sprites.SpritesQualityReward"}, "floor": 1e-4},
+    },
+    "weights": {"quality": 0.7},
 }
 
 _PROTOCOLS = {"control_source": ControlSource, "codec": Codec, "reward": Reward}

@@ -86,6 +86,7 @@ class ARVideoDenoisingVectorEnv(EnvFace, VectorEnv):
         if render_mode is not None:
             raise ValueError(f"render_mode: this env renders nothing, got {render_mode!r}")
         self.world = world if world is not None else World.build(control_source, codec, reward, num_steps, shift, device)
+        self._owns_world = world is None
         self.num_envs = num_envs
         self.group_size = self._check_group_size(group_size)
         self.copy_obs = copy_obs
@@ -134,6 +135,7 @@ class ARVideoDenoisingVectorEnv(EnvFace, VectorEnv):
             self._generators = row_generators([base + i for i in range(r)])
 
     def reset(self, *, seed=None, options: dict[str, Any] | None = None):
+        self._check_open()
         options = check_options(options, _OPTION_KEYS)
         mask = options.pop("reset_mask", None)
         if mask is not None:
@@ -162,6 +164,7 @@ class ARVideoDenoisingVectorEnv(EnvFace, VectorEnv):
         return self._observe(), {}
 
     def step(self, actions):
+        self._check_open()
         if self._episodes.snapshot is None:
             raise RuntimeError("step() called before reset()")
         actions = check_action(actions, self._action_shape, "actions")

@@ -135,7 +135,7 @@ def main(cfg: ARDragGRPOConfig) -> dict:
     controls = instantiate(cfg.controls)
     tracker = instantiate(cfg.tracker)
     reward = instantiate(cfg.reward, tracker=tracker)
-    policy = instantiate(cfg.policy, codec=codec, step=instantiate(cfg.step))
+    policy = instantiate(cfg.policy, codec=codec, step=cfg.step)  # the step config is instantiated inside (a dataclass object passed in would be read as a config)
     env = ARVideoDenoisingVectorEnv(
         cfg.grpo.num_controls * cfg.grpo.group_size, control_source=controls, codec=codec, reward=reward, num_steps=policy.num_steps, shift=policy.shift
     )  # fmt: skip

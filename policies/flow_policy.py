@@ -21,6 +21,8 @@ numbers because:
 
 from __future__ import annotations
 
+import math
+
 import torch
 from tensordict import TensorDict
 from torch import Tensor, nn
@@ -62,10 +64,18 @@ class FlowPolicy(nn.Module):
             with few coarse steps) or ``rldiff.EulerMaruyamaStep(eta)``
             (Flow-GRPO's SDE step). It validates its own arguments.
         cond_seed: seed of the conditioning's noise placeholders (see module doc).
+        num_steps, shift: the sampling schedule the model was distilled for
+            (``N`` steps per frame at ``shifted_sigmas(N, shift)``); the env and
+            ``generate`` built for this policy read them.
     """
 
-    def __init__(self, model: nn.Module, encoder, step: StochasticStep, cond_seed: int = 0) -> None:
+    def __init__(self, model: nn.Module, encoder, step: StochasticStep, cond_seed: int = 0, num_steps: int = 3, shift: float = 1.0) -> None:
         super().__init__()
+        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+            raise ValueError(f"FlowPolicy: num_steps must be a positive int, got {num_steps!r}")
+        if not (isinstance(shift, (int, float)) and math.isfinite(shift) and shift > 0):
+            raise ValueError(f"FlowPolicy: shift must be a finite number > 0, got {shift!r}")
+        self.num_steps, self.shift = num_steps, float(shift)
         if isinstance(step, (str, int, float)) or not isinstance(step, StochasticStep):
             raise TypeError(
                 "FlowPolicy: step must be a stochastic step object (rldiff.flow.StochasticStep, e.g. "

@@ -82,7 +82,7 @@ def test_typo_in_override_is_a_hydra_error(tmp_path):
 
 
 def test_cfg_job_prints_the_whole_config_and_runs_nothing(tmp_path):
-    proc = run(f"hydra.run.dir={tmp_path}", "--cfg", "job")
+    proc = run(f"hydra.run.dir={tmp_path}", "--cfg=job")
     assert proc.returncode == 0, proc.stderr[-3000:]
     for line in ("policy:", "_target_: examples.ar_drag.components.sprites_student", "step:", "_target_: rldiff.flow.CPSStep",
                  "advantage:", "_target_: rldiff.advantages.RenormalizedPerTermAdvantage", "lr_schedule:", "total_iters: ${run.iterations}",
