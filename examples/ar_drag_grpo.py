@@ -104,7 +104,7 @@ class ARDragGRPOConfig:
     controls: Any = MISSING  # control source (group: sprites)
     tracker: Any = MISSING  # point tracker of the reward and the evaluation (group: lucas_kanade, cotracker)
     reward: Any = MISSING  # reward (group: sprites, aesthetic)
-    schedule: Any = MISSING  # stochasticity schedule (group: one_step_per_frame, all_steps, sliding_window, no_steps)
+    schedule: Any = MISSING  # stochasticity schedule (group: one_step_per_frame, all_steps, sliding_window, progressive_window, no_steps)
     advantage: Any = MISSING  # advantage estimator (group: per_term_renormalized, per_term, group)
     lr_schedule: Any = MISSING  # learning-rate schedule (group: linear, constant)
     parallel: Any = MISSING  # gradient sync across torchrun processes (group: none, ddp, fsdp2)

@@ -3,7 +3,7 @@
 Each option is a flat dataclass whose fields are the keyword arguments of its
 ``_target_``, so ``hydra.utils.instantiate(cfg.<group>)`` builds it:
 
-  schedule:    one_step_per_frame | all_steps | sliding_window | no_steps   (rldiff.stochasticity)
+  schedule:    one_step_per_frame | all_steps | sliding_window | progressive_window | no_steps   (rldiff.stochasticity)
   lr_schedule: linear | constant        (torch.optim.lr_scheduler, built from the optimizer: _partial_)
   parallel:    none | ddp | fsdp2       (rldiff.parallel: gradient sync across torchrun processes)
 """
@@ -40,6 +40,20 @@ class SlidingWindowConf:
     _target_: str = "rldiff.stochasticity.SlidingWindow"
     exclude_last: bool = True  # never make the last (sigma -> 0) step stochastic
     window: int = 2  # stochastic steps per frame
+    steps: Any = None  # [lo, hi]: the window lies within steps lo..hi-1 (Flow-GRPO-Fast); None: all allowed steps
+
+
+@dataclass
+class ProgressiveWindowConf:
+    """MixGRPO's progressive window: moves ``stride`` steps every ``interval`` iterations."""
+
+    _target_: str = "rldiff.stochasticity.ProgressiveWindow"
+    exclude_last: bool = True  # never make the last (sigma -> 0) step stochastic
+    window: int = 2  # stochastic steps per frame
+    interval: int = 25  # iterations between moves
+    stride: int = 1  # steps per move
+    steps: Any = None  # [lo, hi]: the range the window moves through; None: all allowed steps
+    roll_back: bool = True  # after the end of the range start again (MixGRPO) or stay at the last position
 
 
 @dataclass
@@ -100,7 +114,7 @@ class FSDP2Conf:
 def register(cs: ConfigStore | None = None) -> None:
     """Register the ``schedule``, ``lr_schedule`` and ``parallel`` groups."""
     cs = cs or ConfigStore.instance()
-    for name, node in (("one_step_per_frame", OneStepPerFrameConf), ("all_steps", AllStepsConf), ("sliding_window", SlidingWindowConf), ("no_steps", NoStepsConf)):
+    for name, node in (("one_step_per_frame", OneStepPerFrameConf), ("all_steps", AllStepsConf), ("sliding_window", SlidingWindowConf), ("progressive_window", ProgressiveWindowConf), ("no_steps", NoStepsConf)):
         cs.store(group="schedule", name=name, node=node)
     cs.store(group="lr_schedule", name="linear", node=LinearLRConf)
     cs.store(group="lr_schedule", name="constant", node=ConstantLRConf)
