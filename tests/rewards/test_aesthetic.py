@@ -144,3 +144,24 @@ def test_dtype_by_name(weights):
     assert torch.allclose(double.score(frames, control), reference_scores(model, state, frames), atol=1e-4)
     with pytest.raises(ValueError, match="dtype must be a torch dtype or its name, got 'float17'"):
         AestheticReward(root / "clip", root / "head.pth", dtype="float17")
+
+
+def test_truncated_or_garbage_files_are_named(weights, tmp_path):
+    import re
+    import shutil
+
+    root, _, state = weights
+    for name in ("head.safetensors", "head.pth"):
+        cut = tmp_path / name
+        cut.write_bytes((root / name).read_bytes()[:200])  # a download or copy cut short
+        with pytest.raises(ValueError, match=re.escape(str(cut))):
+            AestheticReward(root / "clip", cut).load()
+    bad = dict(state)
+    bad["layers.2.weight"] = bad["layers.2.weight"][:, :7].contiguous()  # no longer chains with layers.0
+    save_file(bad, str(tmp_path / "unchained.safetensors"))
+    with pytest.raises(ValueError, match="(?s)" + re.escape(str(tmp_path / "unchained.safetensors")) + ".*layers.2.weight"):
+        AestheticReward(root / "clip", tmp_path / "unchained.safetensors").load()
+    shutil.copytree(root / "clip", tmp_path / "clip")
+    (tmp_path / "clip" / "config.json").write_text("{garbage")
+    with pytest.raises(ValueError, match=re.escape(str(tmp_path / "clip" / "config.json")) + ".*JSON"):
+        AestheticReward(tmp_path / "clip", root / "head.pth").load()
