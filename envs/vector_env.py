@@ -82,8 +82,8 @@ class ARVideoDenoisingVectorEnv(EnvFace, VectorEnv):
         world: World | None = None,
         render_mode: str | None = None,
     ):
-        if not isinstance(num_envs, int) or num_envs < 1:
-            raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive int (R = B * G rows: controls times group size), got {num_envs!r}")
         if render_mode is not None:
             raise ValueError(f"render_mode: this env renders nothing, got {render_mode!r}")
         self.world = world if world is not None else World.build(control_source, codec, reward, num_steps, shift, device)
