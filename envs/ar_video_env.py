@@ -19,7 +19,7 @@ import gymnasium as gym
 import torch
 from torch import Tensor
 
-from envs.core import EnvFace, Episodes, World, check_action, check_options, draw_noise, row_generators
+from envs.core import EnvFace, Episodes, World, check_action, check_options, check_seed, draw_noise, row_generators
 from envs.parts import DEFAULT_CODEC, DEFAULT_CONTROLS, DEFAULT_REWARD
 from envs.spaces import action_space, control_observation, observation_space, observe
 
@@ -43,11 +43,13 @@ class ARVideoDenoisingEnv(EnvFace, gym.Env):
     read off the codec and one probe control (``control_source.sample(1)`` with seed 0).
 
     ``reset(seed, options)``: the episode's generator is seeded with ``seed``
-    (or continues, or is seeded from ``np_random`` the first time); it draws
+    (any non-negative int, as Gymnasium's seeding takes; distinct seeds give
+    distinct episodes, see :func:`envs.core.seeded_generator`), or continues,
+    or is seeded from ``np_random`` the first time; ``options`` is a dict or None. It draws
     the initial noise ``[F, C, H, W]`` first, then the control unless
     ``options["control"]`` (a one-row ``Control``) imposes it.
 
-    ``step(action)`` returns ``(obs, reward, terminated, truncated, info)``:
+    ``step(action)`` stores the action detached (no autograd graph enters the env) and returns ``(obs, reward, terminated, truncated, info)``:
     ``reward`` is 0.0 except on a frame's last step; then ``info`` holds
     ``"frame"`` (m) and ``"reward_terms"`` ``{name: float}``.
     """
@@ -82,6 +84,7 @@ class ARVideoDenoisingEnv(EnvFace, gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         self._check_open()
+        seed = None if seed is None else check_seed(seed)
         super().reset(seed=seed)
         options = check_options(options, _OPTION_KEYS)
         if seed is not None:

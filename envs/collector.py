@@ -19,6 +19,9 @@ snapshot per step.
 
 from __future__ import annotations
 
+import math
+import warnings
+
 import torch
 from tensordict import TensorDict
 from torch import Tensor
@@ -48,6 +51,18 @@ class EnvCollector:
     ``control.repeat_interleave(G)``; each step calls
     ``policy.act(obs, stochastic=bool(mask[m, n]), generator=generator)`` with
     the observation TensorDict ``[R]`` (keys of :mod:`envs.spaces`, scalars ``[R]``).
+
+    A non-finite action (NaN or inf in a row of ``out["action"]``) is treated
+    as the trainer treats a non-finite reward or log-prob (``compute_advantages``
+    excludes the group, counts it, and the run stops past
+    ``max_nonfinite_fraction``): the row is marked bad, a ``RuntimeWarning``
+    names the policy's class, the frame m, the step n and the rows, the row's
+    recorded ``log_prob`` at that step and its ``reward`` (and reward terms)
+    from that frame on are NaN, so its group is excluded. The env, which
+    rejects non-finite actions and runs all rows in lockstep, is sent the row's
+    current latent ``x_{m,n}`` instead (recorded as the action); the other rows
+    are untouched. A policy that is NaN everywhere thus ends the run through
+    the trainer's non-finite limit, after the warnings named it.
     """
 
     def __init__(self, env: ARVideoDenoisingVectorEnv, shared_noise: bool = False):
@@ -79,8 +94,8 @@ class EnvCollector:
         if not isinstance(mask, Tensor) or tuple(mask.shape) != (f, n_steps) or mask.dtype != torch.bool:
             got = (tuple(mask.shape), mask.dtype) if isinstance(mask, Tensor) else type(mask).__name__
             raise ValueError(f"mask must be a bool tensor [F, N] = {(f, n_steps)}, got {got}")
-        if not isinstance(group_size, int) or group_size < 1:
-            raise ValueError(f"group_size must be a positive int, got {group_size!r}")
+        if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
+            raise ValueError(f"group_size must be a positive int (G rollouts per control), got {group_size!r}")
         r = len(control) * group_size
         env = self.env_for(r)
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
@@ -90,17 +105,49 @@ class EnvCollector:
         recorder = RolloutRecorder(group=rows, control_index=rows)
         stochastic = mask.tolist()
         sigmas = env.world.sigmas.tolist()
+        bad = torch.zeros(r, dtype=torch.bool)  # [R]: rows that got a non-finite action
         for m in range(f):
             for n in range(n_steps):
                 sde = stochastic[m][n]
                 latent = obs["snapshot"][:, m].clone() if sde else None  # [R, C, H, W]: x_{m,n}, overwritten by step
                 out = policy.act(policy_observation(obs), stochastic=sde, generator=generator)
-                action = out["action"]
+                action, log_prob = out["action"], out["log_prob"]
+                nonfinite = _nonfinite_rows(action, env.world.latent_shape, r)  # [R] or None
+                if nonfinite is not None:
+                    bad |= nonfinite.cpu()
+                    action, log_prob = _exclude_rows(policy, obs["snapshot"][:, m], action, log_prob, nonfinite, m, n)
                 obs, reward, _, _, info = env.step(action)
                 if sde:
-                    recorder.record_step(
-                        m, n, sigmas[n], sigmas[n + 1], latent, action, out["mean"], out["std"], out["log_prob"]
-                    )
+                    recorder.record_step(m, n, sigmas[n], sigmas[n + 1], latent, action, out["mean"], out["std"], log_prob)
                 if n == n_steps - 1:
-                    recorder.record_frame(action, reward, info["reward_terms"])
+                    terms = info["reward_terms"]
+                    if bool(bad.any()):  # from the first bad frame on, the row's rewards are NaN: the trainer excludes its group
+                        reward = reward.masked_fill(bad.to(reward.device), float("nan"))
+                        terms = {k: v.masked_fill(bad.to(v.device), float("nan")) for k, v in terms.items()}
+                    recorder.record_frame(action, reward, terms)
         return recorder.build()
+
+
+def _nonfinite_rows(action, latent_shape: tuple[int, ...], r: int) -> Tensor | None:
+    """``[R]`` bool of the rows of ``action [R, C, H, W]`` holding NaN or inf, or None when all are finite (a cheap check first)."""
+    if not isinstance(action, Tensor) or not torch.is_floating_point(action) or tuple(action.shape) != (r, *latent_shape):
+        return None  # not a float tensor of the action shape: the env's check_action names what is wrong
+    lo, hi = torch.aminmax(action)
+    if math.isfinite(lo.item()) and math.isfinite(hi.item()):
+        return None
+    return ~torch.isfinite(action.flatten(1)).all(dim=1)  # [R]
+
+
+def _exclude_rows(policy, current: Tensor, action: Tensor, log_prob: Tensor, rows: Tensor, m: int, n: int) -> tuple[Tensor, Tensor]:
+    """Warn naming the policy and (m, n); the rows' action becomes their current latent, their log-prob NaN."""
+    warnings.warn(
+        f"EnvCollector: {type(policy).__name__}.act returned a non-finite action (NaN or inf) at frame m={m}, "
+        f"step n={n} for rows {rows.nonzero().flatten().tolist()}; their rewards are recorded as NaN so the "
+        "trainer excludes their groups (and stops past max_nonfinite_fraction)",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    keep = rows.to(action.device).view(-1, *([1] * (action.dim() - 1)))  # [R, 1, 1, 1]
+    action = torch.where(keep, current.to(device=action.device, dtype=action.dtype), action)  # [R, C, H, W]
+    log_prob = log_prob.masked_fill(rows.to(log_prob.device), float("nan"))  # [R]
+    return action, log_prob

@@ -16,8 +16,10 @@ reward of its last pixel frame.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+import gymnasium
 import numpy as np
 import torch
 from torch import Tensor
@@ -27,7 +29,7 @@ from rldiff.types import Control
 
 from envs.parts import resolve_part
 
-__all__ = ["World", "Episodes", "EnvFace", "FrameResult", "check_action", "check_options", "row_generators", "draw_noise"]
+__all__ = ["World", "Episodes", "EnvFace", "FrameResult", "check_action", "check_options", "check_seed", "seeded_generator", "row_generators", "draw_noise"]
 
 _PROBE_SEED = 0
 
@@ -118,7 +120,11 @@ class World:
 
 
 def check_action(action, shape: tuple[int, ...], name: str = "action") -> Tensor:
-    """The action as a float32 tensor of ``shape``; numpy arrays are viewed as tensors. Raises on bad input."""
+    """The action as a float32 tensor of ``shape``, detached; numpy arrays are viewed as tensors. Raises on bad input.
+
+    The env stores actions as data: an action that requires grad is detached,
+    so no autograd graph reaches the snapshot or the observations.
+    """
     if isinstance(action, np.ndarray):
         action = torch.from_numpy(action)
     if not isinstance(action, Tensor):
@@ -130,17 +136,76 @@ def check_action(action, shape: tuple[int, ...], name: str = "action") -> Tensor
     lo, hi = torch.aminmax(action)  # NaN propagates to both, an inf shows in one: exact and ~8x cheaper than isfinite().all()
     if not (math.isfinite(lo.item()) and math.isfinite(hi.item())):
         raise ValueError(f"{name} contains NaN or inf")
-    return action
+    return action.detach()
+
+
+def check_seed(seed, name: str = "seed") -> int:
+    """``seed`` as an int; raises (Gymnasium's ``error.Error``, as its ``np_random``) unless it is a non-negative int.
+
+    Gymnasium's rule: any non-negative Python int, however large. numpy
+    integers are accepted too (seed lists may come as arrays); bools, floats
+    and strings are not (``1.5`` is not truncated, ``"3"`` not parsed).
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise gymnasium.error.Error(f"{name} must be a non-negative python int (Gymnasium's seeding rule), got {seed!r} of type {type(seed).__name__}")
+    if seed < 0:
+        raise gymnasium.error.Error(f"{name} must be a non-negative python int (Gymnasium's seeding rule), got {seed!r}")
+    return int(seed)
+
+
+# torch's CPU generator state (ATen's CPUGeneratorImplState, 5056 bytes): uint64 initial seed, int32 left,
+# int32 seeded, uint64 next, then the 624 Mersenne Twister words, each stored as a uint64, from byte 24.
+_STATE_BYTES, _WORDS_AT, _MT_WORDS = 5056, 24, 624
+_layout_checked = False
+
+
+def _check_state_layout() -> None:
+    """Raise unless torch's generator state has the layout above (checked once against numpy's MT19937 seeding)."""
+    global _layout_checked
+    if _layout_checked:
+        return
+    state = torch.Generator().manual_seed(5489).get_state().numpy()
+    words = state[_WORDS_AT : _WORDS_AT + 8 * _MT_WORDS].view(np.uint64) if state.size == _STATE_BYTES else None
+    if words is None or not np.array_equal(words, np.random.RandomState(5489).get_state()[1]):
+        raise RuntimeError(
+            f"seeded_generator: torch {torch.__version__}'s CPU generator state is not the expected {_STATE_BYTES}-byte "
+            "Mersenne Twister layout, so seeds >= 2**32 cannot be supported; use seeds below 2**32"
+        )
+    _layout_checked = True
+
+
+def seeded_generator(seed: int) -> torch.Generator:
+    """A CPU ``torch.Generator`` for a Gymnasium seed (any non-negative int); distinct seeds give distinct streams.
+
+    Seeds below 2**32 are ``manual_seed(seed)``. torch's Mersenne Twister keeps
+    only the low 32 bits of a seed (``manual_seed(2**32)`` equals
+    ``manual_seed(0)``), so a larger seed instead fills the generator's
+    624-word state from ``numpy.random.SeedSequence(seed)`` (the seed hashing of
+    Gymnasium's ``np_random``, which takes ints of any size).
+    """
+    seed = check_seed(seed)
+    generator = torch.Generator()
+    if seed < 2**32:
+        return generator.manual_seed(seed)
+    _check_state_layout()
+    state = generator.get_state().numpy().copy()  # [5056] uint8
+    words = np.random.SeedSequence(seed).generate_state(_MT_WORDS, dtype=np.uint32).astype(np.uint64)
+    state[_WORDS_AT : _WORDS_AT + 8 * _MT_WORDS] = words.view(np.uint8)
+    state[0:8] = np.array([seed % 2**64], dtype=np.uint64).view(np.uint8)  # initial_seed(): the seed mod 2**64
+    state[8:16] = np.array([1, 1], dtype=np.int32).view(np.uint8)  # left = 1 (regenerate on first draw), seeded
+    state[16:24] = 0  # next
+    generator.set_state(torch.from_numpy(state))
+    return generator
 
 
 def row_generators(seeds: list[int]) -> list[torch.Generator]:
-    """One CPU generator per row, row ``r`` seeded with ``seeds[r]``."""
-    return [torch.Generator().manual_seed(int(s)) for s in seeds]
+    """One CPU generator per row, row ``r`` seeded with ``seeds[r]`` (:func:`seeded_generator`)."""
+    return [seeded_generator(s) for s in seeds]
 
 
 def draw_noise(generators: list[torch.Generator], shape: tuple[int, ...]) -> Tensor:
     """Initial noise ``[R, F, C, H, W]``: row ``r`` is ``randn(shape)`` from ``generators[r]`` (CPU, float32)."""
-    return torch.stack([torch.randn(shape, generator=g) for g in generators])  # [R, F, C, H, W]
+    return torch.stack([torch.randn(shape, generator=g, dtype=torch.float32) for g in generators])  # [R, F, C, H, W]
 
 
 @dataclass
@@ -214,7 +279,9 @@ class Episodes:
 
 
 def check_options(options: dict | None, accepted: set[str]) -> dict:
-    """A copy of reset ``options``; raises on keys outside ``accepted``."""
+    """A copy of reset ``options`` (a dict or None); raises on another type and on keys outside ``accepted``."""
+    if options is not None and not isinstance(options, Mapping):
+        raise TypeError(f"reset: options must be a dict (or None), got {type(options).__name__} {options!r:.200}")
     options = dict(options or {})
     unknown = set(options) - accepted
     if unknown:

@@ -6,7 +6,8 @@ step for all rows. ``gymnasium.make_vec("rldiff/ARVideoDenoising-v0",
 num_envs=R, vectorization_mode="vector_entry_point")`` builds it.
 
 Seeds and rows. ``reset(seed=s)`` seeds row ``r``'s generator with ``s + r``
-(``seed`` may also be a list of R ints, row r gets ``seed[r]``); without a seed
+(``seed`` may also be a list of R ints, row r gets ``seed[r]``; every seed is a
+non-negative int of any size, Gymnasium's rule, else an error); without a seed
 the generators continue. Row ``r`` draws its initial noise ``[F, C, H, W]``
 first. Without ``options["control"]``, group ``b`` (rows ``b*G .. b*G+G-1``)
 gets ``control_source.sample(1, generator of row b*G)``, drawn after that
@@ -32,7 +33,7 @@ from torch import Tensor
 
 from rldiff.types import Control
 
-from envs.core import EnvFace, Episodes, World, check_action, check_options, draw_noise, row_generators
+from envs.core import EnvFace, Episodes, World, check_action, check_options, check_seed, draw_noise, row_generators
 from envs.parts import DEFAULT_CODEC, DEFAULT_CONTROLS, DEFAULT_REWARD
 from envs.spaces import action_space, control_observation, observation_space, observe
 
@@ -81,8 +82,8 @@ class ARVideoDenoisingVectorEnv(EnvFace, VectorEnv):
         world: World | None = None,
         render_mode: str | None = None,
     ):
-        if not isinstance(num_envs, int) or num_envs < 1:
-            raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive int (R = B * G rows: controls times group size), got {num_envs!r}")
         if render_mode is not None:
             raise ValueError(f"render_mode: this env renders nothing, got {render_mode!r}")
         self.world = world if world is not None else World.build(control_source, codec, reward, num_steps, shift, device)
@@ -120,16 +121,28 @@ class ARVideoDenoisingVectorEnv(EnvFace, VectorEnv):
             raise ValueError(f"group_size must be a positive int dividing num_envs={self.num_envs}, got {group_size!r}")
         return group_size
 
+    def _check_reset_mask(self, mask) -> np.ndarray:
+        """``options["reset_mask"]`` as ``[R]`` bool; raises unless it holds one bool per row."""
+        values = mask.detach().cpu().numpy() if isinstance(mask, Tensor) else np.asarray(mask)
+        if values.dtype != np.bool_ or values.size != self.num_envs or values.ndim not in (1, 2) or values.shape[0] != self.num_envs:
+            raise ValueError(
+                f"options['reset_mask'] must hold one bool per row, shape [R={self.num_envs}] (or [R, 1]), "
+                f"got {mask!r:.200} (shape {values.shape}, dtype {values.dtype})"
+            )
+        return values.reshape(-1)
+
     def _seed_rows(self, seed) -> None:
         r = self.num_envs
         if isinstance(seed, (list, tuple, np.ndarray)):
             if len(seed) != r or any(s is None for s in seed):
                 raise ValueError(f"seed: a list of seeds needs one int per row (R={r}), got {list(seed)}")
-            super().reset(seed=int(seed[0]))
-            self._generators = row_generators([int(s) for s in seed])
+            seeds = [check_seed(s, f"seed[{i}]") for i, s in enumerate(seed)]
+            super().reset(seed=seeds[0])
+            self._generators = row_generators(seeds)
         elif seed is not None:
-            super().reset(seed=int(seed))
-            self._generators = row_generators([int(seed) + i for i in range(r)])
+            seed = check_seed(seed)
+            super().reset(seed=seed)
+            self._generators = row_generators([seed + i for i in range(r)])
         elif self._generators is None:
             base = int(self.np_random.integers(2**62))
             self._generators = row_generators([base + i for i in range(r)])
@@ -139,7 +152,7 @@ class ARVideoDenoisingVectorEnv(EnvFace, VectorEnv):
         options = check_options(options, _OPTION_KEYS)
         mask = options.pop("reset_mask", None)
         if mask is not None:
-            mask = np.asarray(mask, dtype=bool).reshape(-1)
+            mask = self._check_reset_mask(mask)
             if not mask.any() and self._episodes.snapshot is not None:
                 return self._observe(), {}
             if not mask.all():

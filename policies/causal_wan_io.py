@@ -16,7 +16,9 @@ import tempfile
 import torch
 from torch import nn
 
-__all__ = ["CAUSAL_CONFIG", "widen_patch_embedding", "load_causal_wan", "save_causal_wan", "tiny_causal_wan"]
+from rldiff.checkpoint import load_json
+
+__all__ = ["CAUSAL_CONFIG", "widen_patch_embedding", "load_wan_transformer", "load_causal_wan", "save_causal_wan", "tiny_causal_wan"]
 
 CAUSAL_CONFIG = "causal_config.json"
 _WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json")
@@ -43,20 +45,78 @@ def widen_patch_embedding(transformer, extra_in_channels: int) -> None:
     transformer.register_to_config(in_channels=old.in_channels + extra_in_channels)
 
 
-def _check_dir(local_dir) -> str:
+def _check_dir(local_dir, who: str = "CausalWan.from_pretrained") -> str:
     path = os.fspath(local_dir)
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"CausalWan.from_pretrained: local_dir {path!r} does not exist (expected a diffusers Wan transformer directory)")
+        raise FileNotFoundError(f"{who}: local_dir {path!r} does not exist (expected a diffusers Wan transformer directory: config.json + safetensors weights)")
     if not os.path.isfile(os.path.join(path, "config.json")):
-        raise FileNotFoundError(f"CausalWan.from_pretrained: no config.json in {path!r}")
+        raise FileNotFoundError(f"{who}: no config.json in {path!r}")
     if not any(os.path.isfile(os.path.join(path, w)) for w in _WEIGHTS):
-        raise FileNotFoundError(f"CausalWan.from_pretrained: no weights in {path!r} (expected one of {list(_WEIGHTS)}; only safetensors are read)")
-    with open(os.path.join(path, "config.json")) as f:
-        config = json.load(f)
+        raise FileNotFoundError(f"{who}: no weights in {path!r} (expected one of {list(_WEIGHTS)}; only safetensors are read)")
+    config = load_json(os.path.join(path, "config.json"))
+    if not isinstance(config, dict):
+        raise ValueError(f"{who}: {os.path.join(path, 'config.json')} must hold a JSON object (a diffusers config), got {type(config).__name__}")
     name = config.get("_class_name", "WanTransformer3DModel")
     if name != "WanTransformer3DModel":
-        raise ValueError(f"CausalWan.from_pretrained: {path!r} holds a {name}, expected a WanTransformer3DModel")
+        raise ValueError(f"{who}: {path!r} holds a {name}, expected a WanTransformer3DModel")
     return path
+
+
+def _weight_keys(path: str) -> tuple[set[str], str]:
+    """The tensor names stored in ``path``'s safetensors weights (headers only) and the file that lists them."""
+    from safetensors import safe_open
+
+    index = os.path.join(path, _WEIGHTS[1])
+    if os.path.isfile(os.path.join(path, _WEIGHTS[0])):
+        files, source = [os.path.join(path, _WEIGHTS[0])], os.path.join(path, _WEIGHTS[0])
+    else:
+        weight_map = load_json(index).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise ValueError(f"{index}: expected a safetensors index with a 'weight_map' object")
+        files, source = sorted({os.path.join(path, f) for f in weight_map.values()}), index
+    keys: set[str] = set()
+    for file in files:
+        if not os.path.isfile(file):
+            raise FileNotFoundError(f"{index}: lists weight file {file}, which does not exist")
+        try:
+            with safe_open(file, framework="pt") as f:
+                keys.update(f.keys())
+        except Exception as e:  # SafetensorError on a truncated or garbage file
+            raise ValueError(f"{file}: expected a safetensors file, could not read it ({type(e).__name__}: {e})") from e
+    return keys, source
+
+
+def _show(keys: list[str], limit: int = 8) -> str:
+    return str(keys[:limit]) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def load_wan_transformer(local_dir, torch_dtype: torch.dtype | None = None, who: str = "CausalWan.from_pretrained"):
+    """A ``WanTransformer3DModel`` from a local diffusers directory, checked: ``config.json`` must fit the weights.
+
+    diffusers only warns when the config asks for parameters the weights lack
+    (they stay on the meta device and fail much later) or when the weights
+    hold tensors the config has no place for; here both raise, naming the
+    directory and the missing and unexpected keys. Truncated or garbage
+    ``config.json``/safetensors files raise naming the file. ``who`` prefixes
+    the messages (the public entry point).
+    """
+    from diffusers import WanTransformer3DModel
+
+    path = _check_dir(local_dir, who)
+    file_keys, source = _weight_keys(path)
+    try:
+        transformer = WanTransformer3DModel.from_pretrained(path, torch_dtype=torch_dtype, use_safetensors=True)
+    except ValueError as e:  # e.g. diffusers' "Cannot load because <key> expected shape ..., but got ..."
+        raise ValueError(f"{who}: the weights in {path!r} do not fit its config.json: {e}") from e
+    model_keys = set(transformer.state_dict())
+    missing, unexpected = sorted(model_keys - file_keys), sorted(file_keys - model_keys)
+    if missing or unexpected:
+        raise ValueError(
+            f"{who}: {os.path.join(path, 'config.json')} does not match the weights in {source}: "
+            f"{len(missing)} tensors the config needs are missing from the weights {_show(missing)}; "
+            f"{len(unexpected)} tensors in the weights are unexpected for the config {_show(unexpected)}"
+        )
+    return transformer
 
 
 def load_causal_wan(cls, local_dir, extra_in_channels: int | None = None, window: int | None = None, sink: int | None = None, torch_dtype: torch.dtype | None = None):
@@ -68,14 +128,14 @@ def load_causal_wan(cls, local_dir, extra_in_channels: int | None = None, window
     ``extra_in_channels`` is an error. ``window``/``sink`` default to the saved
     values, else 7 and 0.
     """
-    from diffusers import WanTransformer3DModel
-
     path = _check_dir(local_dir)
     saved = {}
-    if os.path.isfile(os.path.join(path, CAUSAL_CONFIG)):
-        with open(os.path.join(path, CAUSAL_CONFIG)) as f:
-            saved = json.load(f)
-    transformer = WanTransformer3DModel.from_pretrained(path, torch_dtype=torch_dtype, use_safetensors=True)
+    causal_config = os.path.join(path, CAUSAL_CONFIG)
+    if os.path.isfile(causal_config):
+        saved = load_json(causal_config)
+        if not isinstance(saved, dict) or "extra_in_channels" not in saved:
+            raise ValueError(f"CausalWan.from_pretrained: {causal_config} must be a JSON object with 'extra_in_channels', got {saved!r:.200}")
+    transformer = load_wan_transformer(path, torch_dtype)
     if saved:
         if extra_in_channels is not None and int(extra_in_channels) != int(saved["extra_in_channels"]):
             raise ValueError(

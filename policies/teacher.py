@@ -12,14 +12,13 @@ the causal student from.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import torch
 from diffusers import WanTransformer3DModel
 from tensordict import TensorDict
 from torch import Tensor, nn
 
-from policies.causal_wan_io import tiny_config
+from policies.causal_wan_io import load_wan_transformer, tiny_config
 
 __all__ = ["BidirectionalWan", "tiny_wan_config"]
 
@@ -50,10 +49,9 @@ class BidirectionalWan(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, torch_dtype: torch.dtype | None = None) -> "BidirectionalWan":
-        path = Path(path)
-        if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"BidirectionalWan.from_pretrained: no diffusers Wan transformer at {path} (expected config.json and *.safetensors)")
-        return cls(WanTransformer3DModel.from_pretrained(str(path), torch_dtype=torch_dtype))
+        """Load a diffusers Wan transformer directory; a config that does not fit the weights raises (see
+        :func:`policies.causal_wan_io.load_wan_transformer`)."""
+        return cls(load_wan_transformer(path, torch_dtype, who="BidirectionalWan.from_pretrained"))
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         self.transformer.save_pretrained(str(path), safe_serialization=True)

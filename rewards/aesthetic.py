@@ -11,7 +11,6 @@ in torch (no torchvision, no PIL).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -20,6 +19,7 @@ from torch import Tensor, nn
 
 from rewards.base import FrameReward
 from rewards.registry import register_reward
+from rldiff.checkpoint import load_json, load_tensors
 from rldiff.types import Control
 
 __all__ = ["AestheticReward", "LaionAestheticHead", "clip_preprocess", "CLIP_MEAN", "CLIP_STD"]
@@ -78,18 +78,22 @@ class LaionAestheticHead(nn.Module):
             raise KeyError(f"{source}: not a LAION aesthetic head (keys layers.{{0,2,4,6,7}}.weight/bias); missing {missing}, unexpected {unexpected[:8]}")
         widths = tuple(int(state[f"layers.{i}.weight"].shape[0]) for i in (0, 2, 4, 6))
         head = cls(int(state["layers.0.weight"].shape[1]), widths)  # type: ignore[arg-type]
-        head.load_state_dict({k: v.float() for k, v in state.items()})
+        try:
+            head.load_state_dict({k: v.float() for k, v in state.items()})
+        except RuntimeError as e:  # a tensor whose shape does not chain with the others
+            raise ValueError(f"{source}: the head's tensor shapes do not fit together: {e}") from e
         return head
 
 
 def load_head_state(head_path: Path) -> dict[str, Tensor]:
     """``.safetensors`` or ``.pth``/``.pt`` (``weights_only=True``) -> state dict."""
     if head_path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(head_path))
+        return load_tensors(head_path)  # a truncated or garbage file raises naming the path
     if head_path.suffix in (".pth", ".pt"):
-        state = torch.load(str(head_path), map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(str(head_path), map_location="cpu", weights_only=True)
+        except Exception as e:  # pickle/zip errors of a truncated or garbage file
+            raise ValueError(f"head_path {str(head_path)!r}: expected a torch state dict file, could not read it ({type(e).__name__}: {e})") from e
         if not isinstance(state, dict):
             raise TypeError(f"head_path {str(head_path)!r} holds a {type(state).__name__}, expected a state dict")
         return state
@@ -142,8 +146,8 @@ class AestheticReward(FrameReward):
             return
         from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
+        full = load_json(self.clip_path / "config.json")  # a garbage config.json raises naming the file
         config = CLIPVisionConfig.from_pretrained(str(self.clip_path))  # a full CLIPModel dir: its vision_config
-        full = json.loads((self.clip_path / "config.json").read_text())
         if full.get("model_type") == "clip" and "projection_dim" in full:
             config.projection_dim = full["projection_dim"]  # CLIPModel keeps the projection size at the top level
         clip = CLIPVisionModelWithProjection.from_pretrained(str(self.clip_path), config=config, dtype=self.dtype)

@@ -75,6 +75,9 @@ class Control:
         self.prompt = list(self.prompt)
         if len(self.prompt) != b:
             raise ValueError(f"Control.prompt must hold B={b} captions, got {len(self.prompt)}")
+        for i, caption in enumerate(self.prompt):
+            if not isinstance(caption, str):
+                raise TypeError(f"Control.prompt must be a list of B strings, got {type(caption).__name__} {caption!r:.100} at index {i}")
         for name in ("text_embeds", "image_embeds"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, Tensor) or value.shape[0] != b):

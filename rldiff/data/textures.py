@@ -123,7 +123,7 @@ def background_image(
     ``blobs [B, J, 3]`` (spotted). Each row uses only its family's parameters.
     """
     b = family.shape[0]
-    texture = torch.zeros(b, image_size, image_size)  # [B, H, W]
+    texture = torch.zeros(b, image_size, image_size, dtype=torch.float32)  # [B, H, W]: float32 whatever the default dtype
     for index, name in enumerate(BACKGROUNDS):
         rows = (family == index).nonzero().flatten()
         if rows.numel() == 0:

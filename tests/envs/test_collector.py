@@ -93,3 +93,47 @@ def test_bad_mask_raises(collector, policy_cls):
     control = collector.env.world.control_source.sample(1, torch.Generator().manual_seed(2))
     with pytest.raises(ValueError, match=r"mask must be a bool tensor \[F, N\] = \(4, 3\)"):
         collector.collect(policy_cls(), control, 2, torch.ones(3, 3, dtype=torch.bool))
+
+
+def test_a_non_finite_action_excludes_its_group_and_names_the_policy(collector, policy_cls):
+    class NaNAtFrame1(policy_cls):
+        """The stand-in policy, but row 1's action is NaN at (m, n) = (1, 0) and row 3's is inf at (2, 1)."""
+
+        def act(self, obs, stochastic, generator=None):
+            out = super().act(obs, stochastic, generator)
+            m, n = int(obs["frame_index"][0]), int(obs["step_index"][0])
+            if (m, n) == (1, 0):
+                out["action"][1, 0, 0, 0] = float("nan")
+            if (m, n) == (2, 1):
+                out["action"][3] = float("inf")
+            return out
+
+    f, n = collector.num_frames, collector.num_steps
+    control = collector.env.world.control_source.sample(2, torch.Generator().manual_seed(1))
+    mask = AllSteps().mask(f, n)
+    clean = collector.collect(policy_cls(), control, 2, mask, torch.Generator().manual_seed(0))
+    with pytest.warns(RuntimeWarning) as caught:
+        td = collector.collect(NaNAtFrame1(), control, 2, mask, torch.Generator().manual_seed(0))
+    messages = [str(w.message) for w in caught]
+    assert any("NaNAtFrame1.act returned a non-finite action" in s and "frame m=1, step n=0 for rows [1]" in s for s in messages)
+    assert any("frame m=2, step n=1 for rows [3]" in s for s in messages)
+    reward = td["reward"]  # [R, F]: NaN from the bad frame on, so compute_advantages excludes groups 0 and 1
+    assert torch.isfinite(reward[1, :1]).all() and torch.isnan(reward[1, 1:]).all()
+    assert torch.isfinite(reward[3, :2]).all() and torch.isnan(reward[3, 2:]).all()
+    assert torch.isnan(td["reward_terms", "red"][1, 1:]).all()
+    steps = td["steps"]  # AllSteps: steps (m, 0), (m, 1) recorded; (1, 0) is index 2, (2, 1) index 5
+    assert torch.isnan(steps["log_prob"][1, 2]) and torch.isnan(steps["log_prob"][3, 5])
+    assert torch.equal(steps["action"][1, 2], steps["latent"][1, 2])  # the env was sent x_{m,n}
+    for row in (0, 2):  # the other rows are exactly the clean run's
+        assert torch.equal(td["reward"][row], clean["reward"][row]) and torch.equal(td["clean"][row], clean["clean"][row])
+    assert torch.isfinite(td["clean"]).all()
+
+
+def test_group_size_and_num_envs_errors_name_the_argument(collector, policy_cls, small_env_kwargs):
+    control = collector.env.world.control_source.sample(1, torch.Generator().manual_seed(2))
+    mask = torch.ones(4, 3, dtype=torch.bool)
+    for bad in (0, -1, 2.0, True):
+        with pytest.raises(ValueError, match=f"group_size must be a positive int.*got {bad!r}"):
+            collector.collect(policy_cls(), control, bad, mask)
+    with pytest.raises(ValueError, match=r"num_envs must be a positive int \(R = B \* G rows: controls times group size\), got 0"):
+        envs.ARVideoDenoisingVectorEnv(0 * 4, **small_env_kwargs)  # an example's num_controls * group_size with G = 0

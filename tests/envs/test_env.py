@@ -122,3 +122,65 @@ def test_parts_are_checked(small_env_kwargs):
         envs.ARVideoDenoisingEnv(**(small_env_kwargs | {"codec": object()}))
     with pytest.raises(ValueError, match="_target_"):
         envs.ARVideoDenoisingEnv(**(small_env_kwargs | {"codec": {"factor": 4}}))
+
+
+def test_large_seeds_follow_gymnasium_and_give_distinct_episodes(small_env_kwargs):
+    env = envs.ARVideoDenoisingEnv(**small_env_kwargs)
+
+    def first(seed):
+        obs, _ = env.reset(seed=seed)
+        return obs["snapshot"], env.control.trajectory
+
+    seeds = [0, 1, 2**32 - 1, 2**32, 2**32 + 1, 2**33, 2**63, 2**64, 2**64 + 1, 10**40]
+    snaps = [first(s)[0] for s in seeds]
+    for i in range(len(seeds)):  # torch keeps 32 bits of a seed: 2**32 used to replay seed 0
+        for j in range(i):
+            assert not torch.equal(snaps[i], snaps[j]), (seeds[i], seeds[j])
+    for s, snap in zip(seeds, snaps):  # still reproducible
+        assert torch.equal(first(s)[0], snap), s
+    assert torch.equal(first(3)[0], torch.randn(env.world.snapshot_shape, generator=torch.Generator().manual_seed(3)))
+    for bad, shown in [(-1, "got -1"), (1.5, "got 1.5 of type float"), ("3", "got '3' of type str"), (True, "got True of type bool")]:
+        with pytest.raises(gymnasium.error.Error, match=f"seed must be a non-negative python int.*{shown}"):
+            env.reset(seed=bad)
+
+
+def test_options_must_be_a_dict(small_env_kwargs):
+    env = envs.ARVideoDenoisingEnv(**small_env_kwargs)
+    with pytest.raises(TypeError, match=r"options must be a dict \(or None\), got list \[1, 2\]"):
+        env.reset(seed=0, options=[1, 2])
+    env.reset(seed=0, options={})
+
+
+def test_an_action_that_requires_grad_is_stored_detached(small_env_kwargs):
+    env = envs.ARVideoDenoisingEnv(**small_env_kwargs)
+    env.reset(seed=0)
+    weight = torch.ones((), requires_grad=True)
+    action = weight * torch.full(env.world.latent_shape, 0.25)  # a policy output still in its graph
+    obs, *_ = env.step(action)
+    assert env.snapshot.grad_fn is None and not env.snapshot.requires_grad
+    assert all(not v.requires_grad for v in obs.values())
+    assert torch.equal(obs["snapshot"][0], action.detach())
+    venv = envs.ARVideoDenoisingVectorEnv(2, **small_env_kwargs)
+    venv.reset(seed=0)
+    obs, *_ = venv.step(weight * torch.zeros(2, *venv.world.latent_shape))
+    assert venv.snapshot.grad_fn is None and all(not v.requires_grad for v in obs.values())
+
+
+def test_reset_under_float64_default_dtype_gives_the_float32_episode(small_env_kwargs):
+    def episode():
+        env = envs.ARVideoDenoisingEnv(**small_env_kwargs)
+        obs, _ = env.reset(seed=5)
+        out = [obs]
+        while True:
+            obs, reward, term, _, _ = env.step(0.5 * obs["snapshot"][int(obs["frame_index"])])
+            out.append(obs | {"reward": torch.tensor(reward, dtype=torch.float64)})
+            if term:
+                return out
+
+    expected = episode()
+    torch.set_default_dtype(torch.float64)
+    try:
+        got = episode()
+    finally:
+        torch.set_default_dtype(torch.float32)
+    assert all(torch.equal(x[k], y[k]) and x[k].dtype == y[k].dtype for x, y in zip(expected, got) for k in x)

@@ -99,3 +99,20 @@ def test_lockstep_resets_and_errors(small_env_kwargs):
     control = venv.world.control_source.sample(1, torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match="trajectory"):
         venv.reset(options={"control": control})  # G = 1 needs B = 2 controls
+
+
+def test_seeds_and_reset_mask_are_checked(small_env_kwargs):
+    venv = envs.ARVideoDenoisingVectorEnv(2, **small_env_kwargs)
+    for bad, shown in [(1.5, "seed must be .*got 1.5 of type float"), ("3", "seed must be .*got '3' of type str"), (-2, "seed must be .*got -2"),
+                       ([0, 1.5], r"seed\[1\] must be .*got 1.5"), ([0, -1], r"seed\[1\] must be .*got -1")]:  # fmt: skip
+        with pytest.raises(gymnasium.error.Error, match=shown):
+            venv.reset(seed=bad)
+    obs, _ = venv.reset(seed=2**32 - 1)  # row 1 gets seed 2**32, which is not seed 0
+    zero, _ = venv.reset(seed=0)
+    assert not torch.equal(obs["snapshot"][1], zero["snapshot"][0])
+    single = envs.ARVideoDenoisingEnv(**small_env_kwargs)
+    assert torch.equal(obs["snapshot"][1], single.reset(seed=2**32)[0]["snapshot"])
+    for bad in ([True, True, True], [True], [[True, True]], [1, 1]):
+        with pytest.raises(ValueError, match=r"options\['reset_mask'\] must hold one bool per row, shape \[R=2\].*got"):
+            venv.reset(options={"reset_mask": bad})
+    venv.reset(options={"reset_mask": torch.ones(2, 1, dtype=torch.bool)})  # torchrl's [R, 1] form

@@ -83,3 +83,40 @@ def test_shape_and_index_errors():
         CausalWan(WanTransformer3DModel(patch_size=(2, 2, 2), num_attention_heads=1, attention_head_dim=12, in_channels=4, out_channels=2, text_dim=8, ffn_dim=8, num_layers=1))
     with pytest.raises(ValueError, match="window must be >= 1"):
         CausalWan(model.transformer, extra_in_channels=C, window=0)
+
+
+def _edit_config(directory, **changes) -> None:
+    path = directory / "config.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | changes))
+
+
+def test_config_that_does_not_fit_the_weights_fails_at_load(tmp_path):
+    CausalWan.tiny(num_layers=3).save_pretrained(tmp_path / "student")
+    _edit_config(tmp_path / "student", num_layers=5)  # 2 blocks more than the weights hold
+    with pytest.raises(ValueError, match=r"config.json does not match the weights.*tensors the config needs are missing.*blocks\.[34]\."):
+        CausalWan.from_pretrained(tmp_path / "student")
+    _edit_config(tmp_path / "student", num_layers=2)  # block 2 of the weights has no place
+    with pytest.raises(ValueError, match=r"0 tensors the config needs are missing.*unexpected for the config \['blocks\.2\."):
+        CausalWan.from_pretrained(tmp_path / "student")
+    _edit_config(tmp_path / "student", num_layers=3, ffn_dim=64)  # a shape mismatch: diffusers' message, with the directory
+    with pytest.raises(ValueError, match=r"student'? do not fit its config.json.*ffn"):
+        CausalWan.from_pretrained(tmp_path / "student")
+
+
+def test_garbage_files_are_named(tmp_path):
+    CausalWan.tiny().save_pretrained(tmp_path / "student")
+    config = tmp_path / "student" / "config.json"
+    good = config.read_text()
+    config.write_text(good[: len(good) // 2])  # cut mid-write
+    with pytest.raises(ValueError, match=str(config) + ".*JSON"):
+        CausalWan.from_pretrained(tmp_path / "student")
+    config.write_text(good)
+    causal = tmp_path / "student" / "causal_config.json"
+    causal.write_text("[1, 2]")
+    with pytest.raises(ValueError, match=str(causal) + ".*extra_in_channels"):
+        CausalWan.from_pretrained(tmp_path / "student")
+    causal.unlink()
+    weights = tmp_path / "student" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # truncated
+    with pytest.raises(ValueError, match=str(weights) + ".*safetensors"):
+        CausalWan.from_pretrained(tmp_path / "student")

@@ -32,3 +32,16 @@ def test_errors_name_the_culprit(tmp_path):
         teacher(torch.randn(2, 3, 16, 8, 8), torch.ones(2), cond())
     with pytest.raises(FileNotFoundError, match="config.json"):
         BidirectionalWan.from_pretrained(tmp_path / "missing")
+
+
+def test_config_that_does_not_fit_the_weights_fails_at_load(tmp_path):
+    import json
+
+    BidirectionalWan.from_config(tiny_wan_config(layers=1, dim=32, heads=2)).save_pretrained(tmp_path / "teacher")
+    config = tmp_path / "teacher" / "config.json"
+    config.write_text(json.dumps(json.loads(config.read_text()) | {"num_layers": 3}))
+    with pytest.raises(ValueError, match=r"BidirectionalWan.from_pretrained: .*config.json does not match the weights.*blocks\.[12]\."):
+        BidirectionalWan.from_pretrained(tmp_path / "teacher")
+    config.write_text("not json")
+    with pytest.raises(ValueError, match=str(config) + ".*JSON"):
+        BidirectionalWan.from_pretrained(tmp_path / "teacher")

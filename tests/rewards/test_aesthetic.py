@@ -169,3 +169,24 @@ def test_aesthetic_needs_no_control(weights):
         SpritesQualityReward().score(frames, None)
     with pytest.raises(TypeError, match=r"IncrementReward.reset: control must be .* got None"):
         IncrementReward(SpritesQualityReward()).reset(None)
+
+
+def test_truncated_or_garbage_files_are_named(weights, tmp_path):
+    import re
+    import shutil
+
+    root, _, state = weights
+    for name in ("head.safetensors", "head.pth"):
+        cut = tmp_path / name
+        cut.write_bytes((root / name).read_bytes()[:200])  # a download or copy cut short
+        with pytest.raises(ValueError, match=re.escape(str(cut))):
+            AestheticReward(root / "clip", cut).load()
+    bad = dict(state)
+    bad["layers.2.weight"] = bad["layers.2.weight"][:, :7].contiguous()  # no longer chains with layers.0
+    save_file(bad, str(tmp_path / "unchained.safetensors"))
+    with pytest.raises(ValueError, match="(?s)" + re.escape(str(tmp_path / "unchained.safetensors")) + ".*layers.2.weight"):
+        AestheticReward(root / "clip", tmp_path / "unchained.safetensors").load()
+    shutil.copytree(root / "clip", tmp_path / "clip")
+    (tmp_path / "clip" / "config.json").write_text("{garbage")
+    with pytest.raises(ValueError, match=re.escape(str(tmp_path / "clip" / "config.json")) + ".*JSON"):
+        AestheticReward(tmp_path / "clip", root / "head.pth").load()

@@ -56,3 +56,10 @@ def test_check_video():
         check_video(torch.rand(2, 3, 4, 4))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         check_video(torch.rand(1, 2, 3, 4, 4) * 255)
+
+
+def test_prompts_must_be_strings():
+    c = make(b=3)
+    for bad, shown in [([1, 2, 3], "int 1 at index 0"), (["a", None, "c"], "NoneType None at index 1"), (["a", "b", b"c"], "bytes b'c' at index 2")]:
+        with pytest.raises(TypeError, match=f"Control.prompt must be a list of B strings, got {shown}"):
+            c.with_(prompt=bad)
