@@ -38,6 +38,8 @@ class ARVideoDenoisingEnv(EnvFace, gym.Env):
         num_steps: N denoising steps per latent frame.
         shift: timestep shift of the sigma schedule ``rldiff.flow.shifted_sigmas(N, shift)``.
         device: where the snapshot lives and the codec and reward run.
+        frames_per_block: P latent frames per decision (default 1; 3 for the public
+            Self-Forcing / LongLive / CausVid students): the action is then ``[P, C, H, W]``.
 
     The number of latent frames F, the latent shape and the control shapes are
     read off the codec and one probe control (``control_source.sample(1)`` with seed 0).
@@ -66,10 +68,11 @@ class ARVideoDenoisingEnv(EnvFace, gym.Env):
         shift: float = 1.0,
         device: str | torch.device = "cpu",
         render_mode: str | None = None,
+        frames_per_block: int = 1,
     ):
         if render_mode is not None:
             raise ValueError(f"render_mode: this env renders nothing, got {render_mode!r}")
-        self.world = World.build(control_source, codec, reward, num_steps, shift, device)
+        self.world = World.build(control_source, codec, reward, num_steps, shift, device, frames_per_block=frames_per_block)
         self.observation_space = observation_space(self.world)
         self.action_space = action_space(self.world)
         self._episodes = Episodes(self.world)
@@ -104,13 +107,15 @@ class ARVideoDenoisingEnv(EnvFace, gym.Env):
         self._check_open()
         if self._episodes.snapshot is None:
             raise RuntimeError("step() called before reset()")
-        action = check_action(action, self.world.latent_shape)
+        action = check_action(action, self.world.action_shape)
         result = self._episodes.advance(action.to(self.world.device)[None])
         info: dict[str, Any] = {}
         reward = 0.0
         if result is not None:
             reward = float(result.reward[0])
             info = {"frame": result.frame, "reward_terms": {k: float(v[0]) for k, v in result.terms.items()}}
+            if self.world.frames_per_block > 1:
+                info["frame_rewards"] = result.frame_rewards[0].tolist()
         return self._observe(), reward, self._episodes.done, False, info
 
     def _observe(self) -> dict[str, Tensor]:

@@ -15,6 +15,14 @@ Satisfies :class:`rldiff.protocols.Collector`. One ``collect`` call runs
 
 Deterministic steps leave no trace but the clean frames. Nothing holds a full
 snapshot per step.
+
+Blocks (an env built with ``frames_per_block = P > 1``): one decision moves a
+block of ``P`` frames; the collector records it as ``P`` consecutive frame
+steps (frame ``m + i``, the block's step, ``log_prob[:, i]`` of the policy's
+``[R, P]``), so the rollout table, advantages and ``recompute`` stay per
+frame. The mask is drawn over blocks (``schedule.mask(collector.num_blocks, N)``,
+``[F/P, N]``) and expanded here; an ``[F, N]`` mask must be the same on the
+frames of each block.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import torch
 from tensordict import TensorDict
 from torch import Tensor
 
+from rldiff.blocks import expand_block_mask, is_block_mask
 from rldiff.rollout import RolloutRecorder
 from rldiff.types import Control
 
@@ -74,6 +83,8 @@ class EnvCollector:
         self.shared_noise = shared_noise
         self.num_frames = env.num_frames
         self.num_steps = env.num_steps
+        self.frames_per_block = env.frames_per_block
+        self.num_blocks = env.num_frames // env.frames_per_block
         self._envs: dict[int, ARVideoDenoisingVectorEnv] = {}
 
     def env_for(self, num_rows: int) -> ARVideoDenoisingVectorEnv:
@@ -90,21 +101,31 @@ class EnvCollector:
         mask: Tensor,
         generator: torch.Generator | None = None,
     ) -> TensorDict:
-        f, n_steps = self.num_frames, self.num_steps
+        f, n_steps, p = self.num_frames, self.num_steps, self.frames_per_block
+        if isinstance(mask, Tensor) and p > 1 and tuple(mask.shape) == (self.num_blocks, n_steps):
+            mask = expand_block_mask(mask, p)  # [F, N]
         if not isinstance(mask, Tensor) or tuple(mask.shape) != (f, n_steps) or mask.dtype != torch.bool:
             got = (tuple(mask.shape), mask.dtype) if isinstance(mask, Tensor) else type(mask).__name__
-            raise ValueError(f"mask must be a bool tensor [F, N] = {(f, n_steps)}, got {got}")
+            blocks = f" (or [F/P, N] = {(self.num_blocks, n_steps)} over blocks)" if p > 1 else ""
+            raise ValueError(f"mask must be a bool tensor [F, N] = {(f, n_steps)}{blocks}, got {got}")
+        if not is_block_mask(mask, p):
+            raise ValueError(
+                f"mask [F, N] differs between frames of one block of frames_per_block = {p}: draw it over blocks, "
+                f"schedule.mask(collector.num_blocks = {self.num_blocks}, N, generator)"
+            )
         if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
             raise ValueError(f"group_size must be a positive int (G rollouts per control), got {group_size!r}")
         r = len(control) * group_size
         env = self.env_for(r)
-        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator)) % 2**32  # torch seeds its generators from 32 bits
         obs, _ = env.reset(seed=seed, options={"control": control, "group_size": group_size, "shared_noise": self.shared_noise})
         policy.reset(env.control)  # R rows, [B, G] order
         rows = torch.arange(r) // group_size  # [R]
         recorder = RolloutRecorder(group=rows, control_index=rows)
         stochastic = mask.tolist()
         sigmas = env.world.sigmas.tolist()
+        if p > 1:
+            return self._collect_blocks(policy, env, recorder, obs, stochastic, sigmas, generator)
         bad = torch.zeros(r, dtype=torch.bool)  # [R]: rows that got a non-finite action
         for m in range(f):
             for n in range(n_steps):
@@ -125,6 +146,28 @@ class EnvCollector:
                         reward = reward.masked_fill(bad.to(reward.device), float("nan"))
                         terms = {k: v.masked_fill(bad.to(v.device), float("nan")) for k, v in terms.items()}
                     recorder.record_frame(action, reward, terms)
+        return recorder.build()
+
+    def _collect_blocks(self, policy, env, recorder: RolloutRecorder, obs, stochastic, sigmas, generator) -> TensorDict:
+        """The block loop: one decision per (block, step), recorded as ``P`` frame steps and ``P`` finished frames."""
+        p = self.frames_per_block
+        for m in range(0, self.num_frames, p):
+            for n in range(self.num_steps):
+                sde = stochastic[m][n]
+                latent = obs["snapshot"][:, m : m + p].clone() if sde else None  # [R, P, C, H, W]: x_{m,n}
+                out = policy.act(policy_observation(obs), stochastic=sde, generator=generator)
+                action = out["action"]  # [R, P, C, H, W]
+                obs, _, _, _, info = env.step(action)
+                if sde:
+                    log_prob = out["log_prob"]  # [R, P]
+                    for i in range(p):
+                        recorder.record_step(
+                            m + i, n, sigmas[n], sigmas[n + 1], latent[:, i], action[:, i], out["mean"][:, i], out["std"], log_prob[:, i]
+                        )
+                if n == self.num_steps - 1:
+                    for i in range(p):
+                        terms = {k: v[:, i] for k, v in info["frame_reward_terms"].items()}
+                        recorder.record_frame(action[:, i], info["frame_rewards"][:, i], terms)
         return recorder.build()
 
 

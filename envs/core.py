@@ -11,6 +11,12 @@ tensor updated in place: the action ``x_{m,n+1}`` overwrites slot ``m``. When
 ``n + 1 = N`` frame ``m`` is finished: it is decoded by the codec's streaming
 decoder and scored by the streaming reward; the latent frame's reward is the
 reward of its last pixel frame.
+
+Blocks (``frames_per_block = P > 1``, the public Self-Forcing / LongLive /
+CausVid students): a decision moves a whole block of ``P`` frames, whose
+frames share the step; ``m`` is the block's first frame, the action is
+``[R, P, C, H, W]``, and when the block finishes its frames are decoded and
+scored one by one (the block's reward is the sum of its frames' rewards).
 """
 
 from __future__ import annotations
@@ -40,12 +46,13 @@ class World:
 
     Attributes:
         control_source, codec, reward: the resolved parts.
-        num_frames: F latent frames; num_steps: N steps per frame.
+        num_frames: F latent frames; num_steps: N steps per frame (per block).
         sigmas: ``[N+1]`` float32 noise levels, 1 ... 0.
         latent_shape: ``(C, H, W)``.
         num_pixel_frames: T = 1 + (F - 1) * temporal_factor.
         num_tracks: K; image_size: ``(H_px, W_px)``.
         device: where the snapshot, codec and reward run.
+        frames_per_block: P latent frames per decision (1: AR-Drag; 3: the public causal students).
     """
 
     control_source: object
@@ -59,6 +66,7 @@ class World:
     num_tracks: int
     image_size: tuple[int, int]
     device: torch.device
+    frames_per_block: int = 1
     closed: bool = False
 
     def close(self) -> None:
@@ -73,7 +81,9 @@ class World:
         self.closed = True
 
     @staticmethod
-    def build(control_source, codec, reward, num_steps: int, shift: float, device: str | torch.device) -> "World":
+    def build(
+        control_source, codec, reward, num_steps: int, shift: float, device: str | torch.device, frames_per_block: int = 1
+    ) -> "World":
         """Resolve the parts and read the shapes off one probe control (seed 0) and the codec."""
         if not isinstance(num_steps, int) or num_steps < 1:
             raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
@@ -86,6 +96,9 @@ class World:
         t, tf, sf = probe.num_frames, int(codec.temporal_factor), int(codec.spatial_factor)
         if (t - 1) % tf:
             raise ValueError(f"control_source gives T={t} pixel frames; the codec needs T = 1 + (F-1)*{tf}")
+        num_frames = 1 + (t - 1) // tf
+        if not isinstance(frames_per_block, int) or frames_per_block < 1 or num_frames % frames_per_block:
+            raise ValueError(f"frames_per_block must be a positive int dividing F = {num_frames} latent frames, got {frames_per_block!r}")
         hp, wp = probe.image_size
         if hp % sf or wp % sf:
             raise ValueError(f"control_source gives {hp}x{wp} images, not divisible by the codec's spatial_factor {sf}")
@@ -93,7 +106,7 @@ class World:
             control_source=control_source,
             codec=codec,
             reward=reward,
-            num_frames=1 + (t - 1) // tf,
+            num_frames=num_frames,
             num_steps=num_steps,
             sigmas=shifted_sigmas(num_steps, shift),
             latent_shape=(int(codec.latent_channels), hp // sf, wp // sf),
@@ -101,11 +114,22 @@ class World:
             num_tracks=probe.trajectory.shape[2],
             image_size=(hp, wp),
             device=torch.device(device),
+            frames_per_block=frames_per_block,
         )
 
     @property
     def snapshot_shape(self) -> tuple[int, ...]:
         return (self.num_frames, *self.latent_shape)
+
+    @property
+    def num_blocks(self) -> int:
+        """F / P decisions' blocks per episode."""
+        return self.num_frames // self.frames_per_block
+
+    @property
+    def action_shape(self) -> tuple[int, ...]:
+        """One action: ``(C, H, W)``, or ``(P, C, H, W)`` for blocks of ``P > 1`` frames."""
+        return self.latent_shape if self.frames_per_block == 1 else (self.frames_per_block, *self.latent_shape)
 
     def check_control(self, control: Control, rows: int, name: str = "options['control']") -> Control:
         """Raise unless ``control`` is a ``Control`` of ``rows`` rows with this world's shapes; move it to the device."""
@@ -210,11 +234,17 @@ def draw_noise(generators: list[torch.Generator], shape: tuple[int, ...]) -> Ten
 
 @dataclass
 class FrameResult:
-    """A finished latent frame: ``frame`` index m, ``reward [R]``, components ``{name: [R]}``."""
+    """A finished latent frame (or block): first ``frame`` index m, ``reward [R]``, components ``{name: [R]}``.
+
+    For a block of ``P`` frames ``reward``/``terms`` are sums over its frames and
+    ``frame_rewards [R, P]``/``frame_terms {name: [R, P]}`` hold each frame's.
+    """
 
     frame: int
     reward: Tensor
     terms: dict[str, Tensor]
+    frame_rewards: Tensor | None = None
+    frame_terms: dict[str, Tensor] | None = None
 
 
 class Episodes:
@@ -249,17 +279,20 @@ class Episodes:
         w.reward.reset(control)
 
     def advance(self, action: Tensor) -> FrameResult | None:
-        """Write the action ``[R, C, H, W]`` as ``x_{m,n+1}``; returns the frame's result when it completes."""
+        """Write the action ``[R, C, H, W]`` (block: ``[R, P, C, H, W]``) as ``x_{m,n+1}``; returns the result when the frame (block) completes."""
         if self.done:
             raise RuntimeError("the episode is over (terminated after the last frame): call reset() first")
-        w, m = self.world, self.frame
-        self.snapshot[:, m].copy_(action)
+        w, m, p = self.world, self.frame, self.world.frames_per_block
+        if p == 1:
+            self.snapshot[:, m].copy_(action)
+        else:
+            self.snapshot[:, m : m + p].copy_(action)
         self.step_index += 1
         if self.step_index < w.num_steps:
             return None
-        result = self._finish_frame(m)
-        if m + 1 < w.num_frames:
-            self.frame, self.step_index = m + 1, 0
+        result = self._finish_frame(m) if p == 1 else self._finish_block(m, p)
+        if m + p < w.num_frames:
+            self.frame, self.step_index = m + p, 0
         else:
             self.done = True  # terminal state: (F-1, N)
         return result
@@ -275,7 +308,20 @@ class Episodes:
             if value.dim() != 2 or value.shape[0] != r:
                 raise ValueError(f"reward.step()[{key!r}] must be [R={r}, t], got {tuple(value.shape)}")
             terms[key] = value[:, -1].float()  # [R]: the reward of the last pixel frame of latent frame m
-        return FrameResult(frame=m, reward=terms.pop("reward"), terms=terms)
+        reward = terms.pop("reward")
+        return FrameResult(frame=m, reward=reward, terms=terms, frame_rewards=reward[:, None], frame_terms={k: v[:, None] for k, v in terms.items()})
+
+    def _finish_block(self, m: int, p: int) -> FrameResult:
+        frames = [self._finish_frame(m + i) for i in range(p)]  # decoded and scored in order
+        frame_rewards = torch.stack([f.reward for f in frames], dim=1)  # [R, P]
+        frame_terms = {k: torch.stack([f.terms[k] for f in frames], dim=1) for k in frames[0].terms}  # {name: [R, P]}
+        return FrameResult(
+            frame=m,
+            reward=frame_rewards.sum(dim=1),
+            terms={k: v.sum(dim=1) for k, v in frame_terms.items()},
+            frame_rewards=frame_rewards,
+            frame_terms=frame_terms,
+        )
 
 
 def check_options(options: dict | None, accepted: set[str]) -> dict:
@@ -314,8 +360,13 @@ class EnvFace:
 
     @property
     def num_steps(self) -> int:
-        """N decisions per frame."""
+        """N decisions per frame (per block)."""
         return self.world.num_steps
+
+    @property
+    def frames_per_block(self) -> int:
+        """P latent frames moved by one decision (1 unless the env was built with blocks)."""
+        return self.world.frames_per_block
 
     @property
     def control(self) -> Control | None:

@@ -6,7 +6,7 @@ Observation (a ``Dict``; single env shapes, the vector env prepends ``R``):
 key                 shape               dtype    meaning
 ==================  ==================  =======  ==============================================
 ``snapshot``        [F, C, H, W]        float32  x_{<m,N} | x_{m,n} | x_{>m,0}
-``frame_index``     [1]                 int64    m in [0, F-1]
+``frame_index``     [1]                 int64    m in [0, F-1] (blocks: the block's first frame)
 ``step_index``      [1]                 int64    n in [0, N] (N only in the terminal state)
 ``sigma``           [1]                 float32  sigma_n
 ``sigma_next``      [1]                 float32  sigma_{n+1} (0 in the terminal state)
@@ -16,7 +16,8 @@ key                 shape               dtype    meaning
 ``reference``       [3, H_px, W_px]     float32  the control's first frame in [0, 1]
 ==================  ==================  =======  ==============================================
 
-Action: ``Box [C, H, W] float32``, the next latent ``x_{m,n+1}`` of the current frame.
+Action: ``Box [C, H, W] float32``, the next latent ``x_{m,n+1}`` of the current frame
+(``Box [P, C, H, W]``, the current block's, when the env has ``frames_per_block = P > 1``).
 
 Scalars are declared ``[1]`` (vector env: ``[R, 1]``) because torchrl's
 ``GymEnv`` turns a gymnasium ``Box`` of shape ``()`` into a spec of shape
@@ -65,8 +66,8 @@ def observation_space(world: World) -> spaces.Dict:
 
 
 def action_space(world: World) -> spaces.Box:
-    """``Box [C, H, W] float32`` (unbounded: latents are Gaussian-scaled)."""
-    return spaces.Box(-np.inf, np.inf, shape=world.latent_shape, dtype=np.float32)
+    """``Box [C, H, W] float32`` (blocks: ``[P, C, H, W]``; unbounded: latents are Gaussian-scaled)."""
+    return spaces.Box(-np.inf, np.inf, shape=world.action_shape, dtype=np.float32)
 
 
 def control_observation(control: Control) -> dict[str, Tensor]:

@@ -53,6 +53,9 @@ class ARVideoDenoisingVectorEnv(EnvFace, VectorEnv):
         copy_obs: return fresh observation tensors (default). ``False`` returns
             the env's own snapshot and control tensors, valid until the next
             ``step``/``reset`` (the collector's lean path).
+        frames_per_block: P latent frames per decision (default 1): actions are then
+            ``[R, P, C, H, W]`` and a finished block's ``info`` also holds
+            ``"frame_rewards" [R, P]`` and ``"frame_reward_terms" {name: [R, P]}``.
 
     ``reset(seed, options)``: ``options["control"]`` is a ``Control`` of
     ``B = R / G`` rows; ``options["shared_noise"]`` (default False) gives the
@@ -81,12 +84,13 @@ class ARVideoDenoisingVectorEnv(EnvFace, VectorEnv):
         copy_obs: bool = True,
         world: World | None = None,
         render_mode: str | None = None,
+        frames_per_block: int = 1,
     ):
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive int (R = B * G rows: controls times group size), got {num_envs!r}")
         if render_mode is not None:
             raise ValueError(f"render_mode: this env renders nothing, got {render_mode!r}")
-        self.world = world if world is not None else World.build(control_source, codec, reward, num_steps, shift, device)
+        self.world = world if world is not None else World.build(control_source, codec, reward, num_steps, shift, device, frames_per_block=frames_per_block)
         self._owns_world = world is None
         self.num_envs = num_envs
         self.group_size = self._check_group_size(group_size)
@@ -98,7 +102,7 @@ class ARVideoDenoisingVectorEnv(EnvFace, VectorEnv):
         self._episodes = Episodes(self.world)
         self._controls: dict[str, Tensor] = {}
         self._generators: list[torch.Generator] | None = None
-        self._action_shape = (num_envs, *self.world.latent_shape)
+        self._action_shape = (num_envs, *self.world.action_shape)
         self._zeros = torch.zeros(num_envs, device=self.world.device)
         self._false = torch.zeros(num_envs, dtype=torch.bool, device=self.world.device)
 
@@ -186,7 +190,7 @@ class ARVideoDenoisingVectorEnv(EnvFace, VectorEnv):
         reward = self._zeros
         if result is not None:
             reward = result.reward
-            info = {"frame": result.frame, "reward_terms": result.terms}
+            info = {"frame": result.frame, "reward_terms": result.terms, "frame_rewards": result.frame_rewards, "frame_reward_terms": result.frame_terms}
         terminated = torch.full_like(self._false, self._episodes.done)
         return self._observe(), reward.clone(), terminated, self._false.clone(), info
 

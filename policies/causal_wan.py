@@ -1,17 +1,20 @@
-"""``CausalWan``: a diffusers ``WanTransformer3DModel`` run block-causally, frame by frame.
+"""``CausalWan``: a diffusers ``WanTransformer3DModel`` run block-causally, block by block.
 
-Each latent frame is one attention block of ``L = (H / p_h) * (W / p_w)``
-tokens. Frame ``m`` attends to itself and to the clean frames in its window
-(see :mod:`policies.causal_kv_cache`): the last ``window - 1`` committed frames and
-the first ``sink`` frames. Keys are stored after RoPE at absolute frame
-positions; text (and CLIP image) cross-attention keys/values are computed once
-per video by :meth:`CausalWan.new_cache`.
+An attention block is ``P = frames_per_block`` latent frames (AR-Drag: 1;
+Self-Forcing, LongLive, CausVid: 3) of ``L = (H / p_h) * (W / p_w)`` tokens
+each; the frames of a block share a timestep and attend to each other both
+ways. A block attends to itself and to the clean frames in its window (see
+:mod:`policies.causal_kv_cache`), counted in frames: ``window`` frames with its
+own, plus the first ``sink`` frames. Keys are stored after RoPE at absolute
+frame positions; text (and CLIP image) cross-attention keys/values are
+computed once per video by :meth:`CausalWan.new_cache`.
 
 Two paths give the same numbers:
 
 - cache path (acting, streaming, Self-Rollout): ``new_cache(cond)``, then per
-  frame ``forward_frame`` for each denoising step (reads the cache) and
-  ``commit`` of the finished clean frame (a pass at t = 0 that writes its K/V);
+  block ``forward_block`` for each denoising step (reads the cache) and
+  ``commit_block`` of the finished clean block (a pass at t = 0 that writes its
+  K/V); with ``P = 1`` also ``forward_frame`` / ``commit`` on ``[B, C, H, W]``;
 - parallel path (log-prob recompute, training): ``forward_parallel(clean,
   noisy, noisy_frames, noisy_timestep, cond)``, one pass over the clean
   history blocks and any number of noisy blocks.
@@ -29,7 +32,7 @@ from tensordict import TensorDict
 from torch import Tensor, nn
 
 from policies.causal_attention import block_forward, cross_kv, sdpa
-from policies.causal_kv_cache import KVCache, is_visible
+from policies.causal_kv_cache import KVCache, block_sees
 from policies.causal_rope import RopeTable, frame_rope
 
 __all__ = ["CausalWan"]
@@ -39,19 +42,30 @@ class CausalWan(nn.Module):
     """Block-causal, KV-cached wrapper of a diffusers ``WanTransformer3DModel`` (its weights, not a fork).
 
     Args:
-        transformer: the diffusers model; ``patch_size[0]`` must be 1 (one latent frame per block).
+        transformer: the diffusers model; ``patch_size[0]`` must be 1 (one latent frame per patch).
         extra_in_channels: trailing input channels added to the pretrained ones (trajectory latents).
-        window: frames each frame attends to, itself included (AR-Drag: 7).
-        sink: first frames that stay in every window (0 = none).
+        window: frames a block attends to, its own ``frames_per_block`` included, sinks not
+            (AR-Drag: 7); must be ``>= frames_per_block``.
+        sink: first frames that stay in every window, on top of ``window`` (0 = none).
+        frames_per_block: ``P`` latent frames per attention block (AR-Drag: 1; the public
+            Self-Forcing / LongLive / CausVid students: 3).
+
+    Window convention: Self-Forcing and LongLive count the sink frames inside
+    their ``local_attn_size``; here they are not: rldiff ``(window, sink)`` =
+    their ``(local_attn_size - sink_size, sink_size)`` (LongLive's (12, 3) is
+    ``window=9, sink=3``); their ``local_attn_size = -1`` (global) is any
+    ``window`` at least the video length.
     """
 
-    def __init__(self, transformer, extra_in_channels: int = 0, window: int = 7, sink: int = 0) -> None:
+    def __init__(self, transformer, extra_in_channels: int = 0, window: int = 7, sink: int = 0, frames_per_block: int = 1) -> None:
         super().__init__()
         cfg = transformer.config
         if tuple(cfg.patch_size)[0] != 1:
-            raise ValueError(f"CausalWan needs a temporal patch size of 1 (one latent frame per block), got patch_size {tuple(cfg.patch_size)}")
-        if int(window) < 1:
-            raise ValueError(f"window must be >= 1 (frames attended, the current one included), got {window}")
+            raise ValueError(f"CausalWan needs a temporal patch size of 1 (one latent frame per patch), got patch_size {tuple(cfg.patch_size)}")
+        if int(frames_per_block) < 1:
+            raise ValueError(f"frames_per_block must be >= 1, got {frames_per_block}")
+        if int(window) < int(frames_per_block):
+            raise ValueError(f"window must be >= {frames_per_block} = frames_per_block (frames attended, the current block included), got {window}")
         if int(sink) < 0:
             raise ValueError(f"sink must be >= 0, got {sink}")
         cond_channels = cfg.in_channels - cfg.out_channels
@@ -61,6 +75,7 @@ class CausalWan(nn.Module):
             )
         self.transformer = transformer
         self.window, self.sink, self.extra_in_channels = int(window), int(sink), int(extra_in_channels)
+        self.frames_per_block = int(frames_per_block)
         self._rope = RopeTable(transformer.rope)
 
     # -- shapes -----------------------------------------------------------------
@@ -114,12 +129,15 @@ class CausalWan(nn.Module):
         if text.dim() != 3 or text.shape[0] != frames.shape[0] or text.shape[2] != self.transformer.config.text_dim:
             raise ValueError(f"cond['text'] must be [B = {frames.shape[0]}, L, D_text = {self.transformer.config.text_dim}], got {tuple(text.shape)}")
 
-    def _check_frame(self, frame_index: int, cond: TensorDict) -> int:
+    def _check_frame(self, frame_index: int, cond: TensorDict, size: int = 1) -> int:
+        """Raise unless frames ``frame_index .. frame_index + size - 1`` exist in ``cond`` and the RoPE table."""
         m = int(frame_index)
         num_frames = cond["frames"].shape[1]
-        if not 0 <= m < min(num_frames, self._rope.max_positions):
+        limit = min(num_frames, self._rope.max_positions) - size + 1
+        if not 0 <= m < limit:
+            what = "frame_index" if size == 1 else f"the first frame of a block of {size} frames"
             raise IndexError(
-                f"frame_index must lie in [0, {min(num_frames, self._rope.max_positions)}) "
+                f"{what} must lie in [0, {limit}) "
                 f"(cond has F = {num_frames} frames, rope_max_seq_len {self._rope.max_positions}), got {m}"
             )
         return m
@@ -177,7 +195,7 @@ class CausalWan(nn.Module):
                 raise ValueError("cond has 'image' embeddings but the model has no image projection (config image_dim is None)")
             image = ce.image_embedder(cond["image"].to(self.device, self.dtype)).to(self.dtype)  # [B, L_img, D]
         cross = [cross_kv(block.attn2, text, image) for block in self.transformer.blocks]
-        return KVCache(window=self.window, sink=self.sink, batch_size=cond["frames"].shape[0], cross=cross)
+        return KVCache(window=self.window, sink=self.sink, batch_size=cond["frames"].shape[0], cross=cross, frames_per_block=self.frames_per_block)
 
     def _check_cache(self, cache: KVCache, m: int, cond: TensorDict) -> None:
         if not isinstance(cache, KVCache) or cache.num_layers != len(self.transformer.blocks):
@@ -185,18 +203,22 @@ class CausalWan(nn.Module):
         if cache.batch_size != cond["frames"].shape[0]:
             raise ValueError(f"cache holds B = {cache.batch_size} videos, cond has {cond['frames'].shape[0]}")
         if m != cache.next_frame:
-            raise IndexError(f"frame_index {m} does not follow the cache: frames 0..{cache.next_frame - 1} are committed, so the next frame is {cache.next_frame}")
+            raise IndexError(f"frame {m} does not follow the cache: frames 0..{cache.next_frame - 1} are committed, so the next frame is {cache.next_frame} (the first of the next block)")
 
-    def _frame_pass(self, x: Tensor, m: int, timestep: float | Tensor, cond: TensorDict, cache: KVCache, write: bool) -> Tensor:
+    def _block_pass(self, x: Tensor, block_index: int, timestep: float | Tensor, cond: TensorDict, cache: KVCache, write: bool) -> Tensor:
+        """Cache pass of block ``block_index``: ``x [B, P, C, H, W]`` -> velocity ``[B, P, C, H, W]`` (or commit)."""
+        p = self.frames_per_block
         self._check_cond(cond)
-        m = self._check_frame(m, cond)
-        self._check_latent(x, "x" if not write else "clean", cond, dim=4)
+        self._check_latent(x, "x" if not write else "clean", cond, dim=5)
+        if x.shape[1] != p:
+            raise ValueError(f"{'clean' if write else 'x'} must hold one block of P = frames_per_block = {p} frames on dim 1, got {tuple(x.shape)}")
+        m = self._check_frame(int(block_index) * p, cond, size=p)  # first frame of the block
         self._check_cache(cache, m, cond)
         b = x.shape[0]
         height, width = self._grid(cond)
-        h = self._embed(x[:, None].to(self.device), cond["frames"][:, m : m + 1].to(self.device))  # [B, 1, L, D]
-        temb, mod = self._time(self._timesteps(timestep, (b, 1)))
-        cos, sin = frame_rope(self._rope, torch.tensor([m], device=self.device), height, width)
+        h = self._embed(x.to(self.device), cond["frames"][:, m : m + p].to(self.device))  # [B, P, L, D]
+        temb, mod = self._time(self._timesteps(timestep, (b, 1)).expand(b, p))  # one timestep per block
+        cos, sin = frame_rope(self._rope, torch.arange(m, m + p, device=self.device), height, width)
         for layer, block in enumerate(self.transformer.blocks):
             ctx_k, ctx_v = cache.context(layer)
 
@@ -210,72 +232,122 @@ class CausalWan(nn.Module):
         if write:
             cache.advance()
             return h
-        return self._head(h, temb, x.shape[-2], x.shape[-1])[:, 0]  # [B, C, H, W]
+        return self._head(h, temb, x.shape[-2], x.shape[-1])  # [B, P, C, H, W]
 
-    def forward_frame(self, x: Tensor, frame_index: int, timestep: float | Tensor, cond: TensorDict, cache: KVCache) -> Tensor:
-        """Velocity ``[B, C, H, W]`` of frame ``frame_index`` at ``x [B, C, H, W]`` and ``timestep`` (scalar or ``[B]``, 1000*sigma).
+    def forward_block(self, x: Tensor, block_index: int, timestep: float | Tensor, cond: TensorDict, cache: KVCache) -> Tensor:
+        """Velocity ``[B, P, C, H, W]`` of block ``block_index`` (frames ``P * block_index ..``) at ``x [B, P, C, H, W]``.
 
-        Reads the cache (frames ``0 .. frame_index - 1`` must be committed),
-        never writes it. Runs with gradients when they are enabled (the cached
+        ``timestep`` (scalar or ``[B]``, 1000*sigma) is shared by the block's
+        frames. Reads the cache (every earlier block must be committed), never
+        writes it. Runs with gradients when they are enabled (the cached
         history is detached): this is the Self-Rollout step.
         """
-        return self._frame_pass(x, frame_index, timestep, cond, cache, write=False)
+        return self._block_pass(x, block_index, timestep, cond, cache, write=False)
+
+    @torch.no_grad()
+    def commit_block(self, clean: Tensor, block_index: int, cond: TensorDict, cache: KVCache) -> None:
+        """Write the clean block ``clean [B, P, C, H, W]`` into the cache (a pass at t = 0), evicting frames out of the window."""
+        self._block_pass(clean, block_index, 0.0, cond, cache, write=True)
+
+    def _one_frame_blocks(self, name: str) -> None:
+        if self.frames_per_block != 1:
+            raise ValueError(
+                f"{name} runs one-frame blocks, but this model generates blocks of frames_per_block = {self.frames_per_block} "
+                f"frames: use {'forward_block' if name == 'forward_frame' else 'commit_block'} on [B, P, C, H, W]"
+            )
+
+    def forward_frame(self, x: Tensor, frame_index: int, timestep: float | Tensor, cond: TensorDict, cache: KVCache) -> Tensor:
+        """Velocity ``[B, C, H, W]`` of frame ``frame_index`` at ``x [B, C, H, W]`` (``frames_per_block = 1`` only).
+
+        Same as :meth:`forward_block` on a one-frame block.
+        """
+        self._one_frame_blocks("forward_frame")
+        self._check_cond(cond)
+        self._check_latent(x, "x", cond, dim=4)
+        return self._block_pass(x[:, None], frame_index, timestep, cond, cache, write=False)[:, 0]  # [B, C, H, W]
 
     @torch.no_grad()
     def commit(self, clean: Tensor, frame_index: int, cond: TensorDict, cache: KVCache) -> None:
-        """Write the clean frame ``clean [B, C, H, W]`` into the cache (a pass at t = 0), evicting frames out of the window."""
-        self._frame_pass(clean, frame_index, 0.0, cond, cache, write=True)
+        """Write the clean frame ``clean [B, C, H, W]`` into the cache (``frames_per_block = 1`` only)."""
+        self._one_frame_blocks("commit")
+        self._check_cond(cond)
+        self._check_latent(clean, "clean", cond, dim=4)
+        self._block_pass(clean[:, None], frame_index, 0.0, cond, cache, write=True)
 
     # -- parallel path ----------------------------------------------------------
     def forward_parallel(self, clean: Tensor, noisy: Tensor, noisy_frames: Tensor, noisy_timestep: Tensor, cond: TensorDict) -> Tensor:
-        """Velocities of ``K`` noisy blocks in one block-causal pass, equal to the cache path's.
+        """Velocities of noisy blocks in one block-causal pass, equal to the cache path's.
 
         Args:
             clean: ``[B, F_c, C, H, W]`` clean history, frames ``0 .. F_c - 1`` (run at t = 0;
-                each attends to itself and to the clean frames in its window before it).
-            noisy: ``[B, K, C, H, W]`` noisy latents; block ``k`` is at frame ``noisy_frames[k]``.
-            noisy_frames: ``[K]`` long, frame of each noisy block (shared by the batch), each ``<= F_c``.
+                each block attends to itself and to the clean frames in its window before it);
+                ``F_c`` is a multiple of ``P = frames_per_block``.
+            noisy: ``[B, K, C, H, W]`` noisy latents, given frame by frame: entry ``k`` is at
+                frame ``noisy_frames[k]``. With ``P > 1`` every run of ``P`` entries
+                ``k = P*g .. P*g + P - 1`` is one noisy block: consecutive frames starting at a
+                multiple of ``P``, with one timestep.
+            noisy_frames: ``[K]`` long, frame of each entry (shared by the batch); a block starting
+                at frame ``s`` needs ``s <= F_c``.
             noisy_timestep: ``[B, K]`` (or ``[K]``) timesteps ``1000 * sigma``.
             cond: the conditioning TensorDict (``F >= max(noisy_frames) + 1`` frames).
 
-        Noisy block ``k`` at frame ``m`` sees itself and the clean frames ``j < m`` in its window,
-        exactly what ``forward_frame`` sees after frames ``0 .. m - 1`` were committed.
+        A noisy block starting at frame ``s`` sees itself and the clean frames ``j < s`` in its
+        window, exactly what ``forward_block`` sees after the blocks before it were committed.
         Returns ``[B, K, C, H, W]``.
         """
         self._check_cond(cond)
+        p = self.frames_per_block
         b, num_frames = cond["frames"].shape[:2]
         self._check_latent(clean, "clean", cond, dim=5)
         self._check_latent(noisy, "noisy", cond, dim=5)
         frames = torch.as_tensor(noisy_frames, dtype=torch.long).cpu()
         k_noisy, f_clean = noisy.shape[1], clean.shape[1]
         if frames.shape != (k_noisy,):
-            raise ValueError(f"noisy_frames must be [K = {k_noisy}] (one frame per noisy block, shared by the batch), got {tuple(frames.shape)}")
-        for m in frames.tolist():
-            self._check_frame(m, cond)
-            if m > f_clean:
-                raise ValueError(f"noisy block at frame {m} needs clean history frames 0..{m - 1}, but clean has F_c = {f_clean}")
+            raise ValueError(f"noisy_frames must be [K = {k_noisy}] (one frame per noisy entry, shared by the batch), got {tuple(frames.shape)}")
         if f_clean > num_frames:
             raise ValueError(f"clean has F_c = {f_clean} frames, cond only F = {num_frames}")
+        if f_clean % p:
+            raise ValueError(f"clean must hold whole blocks: F_c = {f_clean} is not a multiple of frames_per_block = {p}")
+        if k_noisy % p:
+            raise ValueError(f"noisy must hold whole blocks of frames_per_block = {p} frames, got K = {k_noisy} entries")
+        for m in frames.tolist():
+            self._check_frame(m, cond)
         ts = torch.as_tensor(noisy_timestep, dtype=torch.float32, device=self.device)
         if ts.dim() == 1:
             ts = ts.expand(b, k_noisy)
         ts = self._timesteps(ts, (b, k_noisy))
+        starts = frames[::p]  # [K / P] first frame of each noisy block
+        for g, s in enumerate(starts.tolist()):
+            block = frames[g * p : (g + 1) * p]
+            if s % p or not torch.equal(block, torch.arange(s, s + p)):
+                raise ValueError(f"noisy entries {g * p}..{(g + 1) * p - 1} must be one block: frames {s}..{s + p - 1} with {s} a multiple of {p}, got {block.tolist()}")
+            if s > f_clean:
+                raise ValueError(f"noisy block at frame {s} needs clean history frames 0..{s - 1}, but clean has F_c = {f_clean}")
+            if p > 1 and not bool((ts[:, g * p : (g + 1) * p] == ts[:, g * p : g * p + 1]).all()):
+                raise ValueError(f"the frames of noisy block {g} (frames {s}..{s + p - 1}) must share one timestep, got {ts[:, g * p : (g + 1) * p].tolist()}")
+        # attention groups: (query entries, key entries) per block; entries are clean frames 0..F_c-1 then the noisy ones
+        groups = []
+        for s in range(0, f_clean, p):
+            own = list(range(s, s + p))
+            groups.append((own, [j for j in range(s) if block_sees(s, p, j, self.window, self.sink)] + own))
+        for g, s in enumerate(starts.tolist()):
+            own = list(range(f_clean + g * p, f_clean + (g + 1) * p))
+            groups.append((own, [j for j in range(min(s, f_clean)) if block_sees(s, p, j, self.window, self.sink)] + own))
         positions = torch.cat([torch.arange(f_clean), frames])  # [F_c + K]
-        contexts = [[j for j in range(f_clean) if is_visible(int(p), j, self.window, self.sink)] + [i] for i, p in enumerate(positions.tolist())]
 
         height, width = self._grid(cond)
         cond_frames = cond["frames"].to(self.device)
         x = torch.cat([clean.to(self.device, noisy.dtype), noisy.to(self.device)], dim=1)  # [B, F_c + K, C, H, W]
         c = torch.cat([cond_frames[:, :f_clean], cond_frames[:, frames.to(self.device)]], dim=1)  # [B, F_c + K, C_cond, H, W]
         h = self._embed(x, c)  # [B, F_c + K, L, D]
-        num_blocks, tokens = h.shape[1], h.shape[2]
+        num_entries, tokens = h.shape[1], h.shape[2]
         t_all = torch.cat([torch.zeros(b, f_clean, device=self.device), ts], dim=1)  # [B, F_c + K]
         temb, mod = self._time(t_all)
         cos, sin = frame_rope(self._rope, positions.to(self.device), height, width)
 
         def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-            q, k, v = (t.unflatten(1, (num_blocks, tokens)) for t in (q, k, v))  # [B, F_c + K, L, heads, d]
-            outs = [sdpa(q[:, i], k[:, ctx].flatten(1, 2), v[:, ctx].flatten(1, 2)) for i, ctx in enumerate(contexts)]
+            q, k, v = (t.unflatten(1, (num_entries, tokens)) for t in (q, k, v))  # [B, F_c + K, L, heads, d]
+            outs = [sdpa(q[:, qs].flatten(1, 2), k[:, ks].flatten(1, 2), v[:, ks].flatten(1, 2)) for qs, ks in groups]
             return torch.cat(outs, dim=1)  # [B, (F_c + K) * L, heads*d]
 
         text = self.transformer.condition_embedder.text_embedder(cond["text"].to(self.device, self.dtype))
@@ -292,11 +364,25 @@ class CausalWan(nn.Module):
 
     # -- loading ----------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, local_dir, extra_in_channels: int | None = None, window: int | None = None, sink: int | None = None, torch_dtype: torch.dtype | None = None) -> "CausalWan":
-        """Load any diffusers-format Wan transformer directory (see :func:`policies.causal_wan_io.load_causal_wan`)."""
+    def from_pretrained(
+        cls,
+        local_dir,
+        extra_in_channels: int | None = None,
+        window: int | None = None,
+        sink: int | None = None,
+        torch_dtype: torch.dtype | None = None,
+        frames_per_block: int | None = None,
+    ) -> "CausalWan":
+        """Load any diffusers-format Wan transformer directory (see :func:`policies.causal_wan_io.load_causal_wan`).
+
+        A directory written by ``python -m policies.convert_checkpoint`` (a public causal
+        student) carries its window, sink and frames per block in ``causal_config.json``.
+        """
         from policies.causal_wan_io import load_causal_wan
 
-        return load_causal_wan(cls, local_dir, extra_in_channels=extra_in_channels, window=window, sink=sink, torch_dtype=torch_dtype)
+        return load_causal_wan(
+            cls, local_dir, extra_in_channels=extra_in_channels, window=window, sink=sink, torch_dtype=torch_dtype, frames_per_block=frames_per_block
+        )
 
     def save_pretrained(self, save_dir) -> None:
         """Write config.json + safetensors (diffusers layout) and ``causal_config.json``, atomically per file."""

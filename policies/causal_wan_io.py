@@ -3,7 +3,9 @@
 Directory layout (diffusers' own, so any diffusers-format Wan transformer
 directory loads): ``config.json`` + ``diffusion_pytorch_model.safetensors``
 (or a sharded ``.safetensors.index.json``), plus ``causal_config.json`` with
-``extra_in_channels``, ``window`` and ``sink`` once saved by ``CausalWan``.
+``extra_in_channels``, ``window``, ``sink`` and ``frames_per_block`` once saved
+by ``CausalWan`` or written by ``python -m policies.convert_checkpoint`` (an
+older ``causal_config.json`` without ``frames_per_block`` means 1).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from torch import nn
 
 from rldiff.checkpoint import load_json
 
-__all__ = ["CAUSAL_CONFIG", "widen_patch_embedding", "load_wan_transformer", "load_causal_wan", "save_causal_wan", "tiny_causal_wan"]
+__all__ = ["CAUSAL_CONFIG", "causal_config", "widen_patch_embedding", "load_wan_transformer", "load_causal_wan", "save_causal_wan", "tiny_causal_wan"]
 
 CAUSAL_CONFIG = "causal_config.json"
 _WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json")
@@ -119,14 +121,22 @@ def load_wan_transformer(local_dir, torch_dtype: torch.dtype | None = None, who:
     return transformer
 
 
-def load_causal_wan(cls, local_dir, extra_in_channels: int | None = None, window: int | None = None, sink: int | None = None, torch_dtype: torch.dtype | None = None):
+def load_causal_wan(
+    cls,
+    local_dir,
+    extra_in_channels: int | None = None,
+    window: int | None = None,
+    sink: int | None = None,
+    torch_dtype: torch.dtype | None = None,
+    frames_per_block: int | None = None,
+):
     """Load a ``CausalWan`` from a local diffusers-format Wan transformer directory.
 
     A plain Wan directory (no ``causal_config.json``) gets ``extra_in_channels``
     (default 0) zero-initialized input channels. A directory saved by
     ``CausalWan.save_pretrained`` already has them; passing a different
-    ``extra_in_channels`` is an error. ``window``/``sink`` default to the saved
-    values, else 7 and 0.
+    ``extra_in_channels`` is an error. ``window``/``sink``/``frames_per_block``
+    default to the saved values, else 7, 0 and 1 (AR-Drag).
     """
     path = _check_dir(local_dir)
     saved = {}
@@ -152,7 +162,8 @@ def load_causal_wan(cls, local_dir, extra_in_channels: int | None = None, window
             raise ValueError(f"{path!r}: in_channels {transformer.config.in_channels} < out_channels {transformer.config.out_channels}")
     window = saved.get("window", 7) if window is None else window
     sink = saved.get("sink", 0) if sink is None else sink
-    return cls(transformer, extra_in_channels=extra, window=window, sink=sink)
+    frames_per_block = saved.get("frames_per_block", 1) if frames_per_block is None else frames_per_block
+    return cls(transformer, extra_in_channels=extra, window=window, sink=sink, frames_per_block=frames_per_block)
 
 
 def save_causal_wan(model, save_dir) -> None:
@@ -164,12 +175,22 @@ def save_causal_wan(model, save_dir) -> None:
     try:
         model.transformer.save_pretrained(tmp, safe_serialization=True)
         with open(os.path.join(tmp, CAUSAL_CONFIG), "w") as f:
-            json.dump({"extra_in_channels": model.extra_in_channels, "window": model.window, "sink": model.sink}, f, indent=2)
+            json.dump(causal_config(model), f, indent=2)
         os.makedirs(save_dir, exist_ok=True)
         for name in sorted(os.listdir(tmp)):
             os.replace(os.path.join(tmp, name), os.path.join(save_dir, name))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def causal_config(model) -> dict:
+    """What ``causal_config.json`` holds for ``model``: extra input channels, window, sink (in frames) and frames per block."""
+    return {
+        "extra_in_channels": model.extra_in_channels,
+        "window": model.window,
+        "sink": model.sink,
+        "frames_per_block": getattr(model, "frames_per_block", 1),
+    }
 
 
 def tiny_config(
@@ -215,7 +236,7 @@ def tiny_config(
     )
 
 
-def tiny_causal_wan(cls, extra_in_channels: int | None = None, window: int = 7, sink: int = 0, seed: int = 0, **config):
+def tiny_causal_wan(cls, extra_in_channels: int | None = None, window: int = 7, sink: int = 0, seed: int = 0, frames_per_block: int = 1, **config):
     """A tiny random ``CausalWan`` (defaults: C = 48, 2 layers, dim 64, patch (1, 2, 2)).
 
     ``config`` goes to :func:`tiny_config`; ``extra_in_channels`` defaults to
@@ -230,4 +251,4 @@ def tiny_causal_wan(cls, extra_in_channels: int | None = None, window: int = 7, 
         torch.manual_seed(seed)
         transformer = WanTransformer3DModel(**cfg)
     widen_patch_embedding(transformer, extra)
-    return cls(transformer, extra_in_channels=extra, window=window, sink=sink)
+    return cls(transformer, extra_in_channels=extra, window=window, sink=sink, frames_per_block=frames_per_block)

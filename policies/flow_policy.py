@@ -17,6 +17,14 @@ numbers because:
 - the stochastic step's mean is that of the policy's ``step`` (an
   ``rldiff.flow.StochasticStep``: ``CPSStep`` or ``EulerMaruyamaStep``), in
   float32 in both.
+
+Blocks: a model with ``frames_per_block = P > 1`` (``CausalWan`` of a public
+Self-Forcing / LongLive / CausVid student) takes one decision per block. The
+observation's ``frame_index`` is then the block's first frame, the action and
+mean are the block ``[R, P, C, H, W]`` and ``log_prob`` is ``[R, P]``, one per
+frame (the Gaussian is diagonal, so the block's log-density is their sum).
+``recompute`` reads the rollout frame by frame as before: the collector records
+a block step as ``P`` consecutive frame steps.
 """
 
 from __future__ import annotations
@@ -101,15 +109,26 @@ class FlowPolicy(nn.Module):
             raise TypeError(f"reset expects an rldiff.types.Control, got {type(control).__name__}")
         self._control, self._cond, self._cache, self._committed = control, None, None, []
 
+    @property
+    def frames_per_block(self) -> int:
+        """``P``: latent frames per decision (the model's ``frames_per_block``, 1 when it has none)."""
+        return int(getattr(self.model, "frames_per_block", 1))
+
     def _sync_cache(self, snapshot: Tensor, m: int) -> None:
-        """Make the cache hold exactly ``snapshot[:, :m]``: rebuild when it holds anything else, then commit the rest."""
+        """Make the cache hold exactly ``snapshot[:, :m]`` (whole blocks): rebuild when it holds anything else, then commit the rest."""
+        p = self.frames_per_block
+        num_blocks = m // p
+        chunk = (lambda j: snapshot[:, j]) if p == 1 else (lambda j: snapshot[:, j * p : (j + 1) * p])  # [R, (P,) C, H, W]
         num = len(self._committed)
-        stale = self._cache is None or num > m or any(not torch.equal(c, snapshot[:, j]) for j, c in enumerate(self._committed))
+        stale = self._cache is None or num > num_blocks or any(not torch.equal(c, chunk(j)) for j, c in enumerate(self._committed))
         if stale:
             self._cache, self._committed = self.model.new_cache(self._cond), []
-        for j in range(len(self._committed), m):
-            clean = snapshot[:, j]  # [R, C, H, W]
-            self.model.commit(clean, j, self._cond, self._cache)
+        for j in range(len(self._committed), num_blocks):
+            clean = chunk(j)
+            if p == 1:
+                self.model.commit(clean, j, self._cond, self._cache)
+            else:
+                self.model.commit_block(clean, j, self._cond, self._cache)
             self._committed.append(clean.clone())
 
     def stochastic_step(self, x: Tensor, v: Tensor, sigma: Tensor, sigma_next: Tensor, noise=None, generator=None):
@@ -127,24 +146,36 @@ class FlowPolicy(nn.Module):
         if r != self._control.batch_size:
             raise ValueError(f"obs has R = {r} rows but reset got {self._control.batch_size} controls")
         m = int(_same_for_all_rows(obs["frame_index"], "obs['frame_index']"))
+        p = self.frames_per_block
+        if m % p:
+            raise ValueError(f"obs['frame_index'] = {m} must be the first frame of a block of frames_per_block = {p} frames")
         if self._cond is None or self._cond["frames"].shape[1] != num_frames:
             self._cond, self._cache, self._committed = self.conditioning(self._control, num_frames), None, []
         device = next(self.model.parameters()).device
         snapshot = snapshot.to(device)
         self._sync_cache(snapshot, m)
 
-        x = snapshot[:, m].float()  # [R, C, H, W]
         sigma = obs["sigma"].to(device).float().reshape(r)  # [R]
         sigma_next = obs["sigma_next"].to(device).float().reshape(r)  # [R]
-        v = self.model.forward_frame(x, m, 1000.0 * sigma, self._cond, self._cache).float()  # [R, C, H, W]
-        s, s_next = sigma.view(r, 1, 1, 1), sigma_next.view(r, 1, 1, 1)
+        if p == 1:
+            x = snapshot[:, m].float()  # [R, C, H, W]
+            v = self.model.forward_frame(x, m, 1000.0 * sigma, self._cond, self._cache).float()  # [R, C, H, W]
+        else:
+            x = snapshot[:, m : m + p].float()  # [R, P, C, H, W]
+            v = self.model.forward_block(x, m // p, 1000.0 * sigma, self._cond, self._cache).float()  # [R, P, C, H, W]
+        levels = (r,) + (1,) * (x.dim() - 1)
+        s, s_next = sigma.view(levels), sigma_next.view(levels)
         if stochastic:
             action, mean, std = self.stochastic_step(x, v, s, s_next, generator=generator)
-            std = std.expand(r, 1, 1, 1).reshape(r)  # [R]
-            log_prob = gaussian_log_prob(action, mean, std)  # [R]
+            std = std.expand(levels).reshape(r)  # [R]
+            if p == 1:
+                log_prob = gaussian_log_prob(action, mean, std)  # [R]
+            else:  # one log-prob per frame of the block
+                log_prob = gaussian_log_prob(action.flatten(0, 1), mean.flatten(0, 1), std.repeat_interleave(p)).view(r, p)  # [R, P]
         else:
             action = ode_step(x, v, s, s_next)
-            mean, std, log_prob = action, torch.zeros(r, device=device), torch.zeros(r, device=device)
+            mean, std = action, torch.zeros(r, device=device)
+            log_prob = torch.zeros(r, device=device) if p == 1 else torch.zeros(r, p, device=device)
         return TensorDict({"action": action, "mean": mean, "std": std, "log_prob": log_prob}, batch_size=[r], device=device)
 
     # -- GRPO -------------------------------------------------------------------
@@ -170,7 +201,8 @@ class FlowPolicy(nn.Module):
         sigma = steps["sigma"].to(device).float()  # [R, S]
         sigma_next = steps["sigma_next"].to(device).float()  # [R, S]
         latent = latent.to(device).float()
-        history = clean[:, : int(frames.max())].to(device)  # [R, F_c, C, H, W]
+        p = self.frames_per_block
+        history = clean[:, : int(frames.max()) // p * p].to(device)  # [R, F_c, C, H, W]: the whole blocks before the last step's block
         v = self.model.forward_parallel(history, latent, frames, 1000.0 * sigma, cond).float()  # [R, S, C, H, W]
         s, s_next = sigma[..., None, None, None], sigma_next[..., None, None, None]
         _, mean, _ = self.stochastic_step(latent, v, s, s_next, noise=torch.zeros_like(latent))

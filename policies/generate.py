@@ -6,6 +6,11 @@ commits each finished frame, decodes it with the codec's streaming decoder and
 yields it. ``trajectory_fn`` may change the control between frames (a drag
 that evolves while the video plays): the conditioning of the frames not yet
 generated is rebuilt from the new control; finished frames keep theirs.
+
+A model with ``frames_per_block = P > 1`` (a public Self-Forcing / LongLive /
+CausVid student) denoises a block of ``P`` frames at a time; its frames are
+decoded and yielded one by one when the block is done, and ``trajectory_fn``
+is called at block starts only.
 """
 
 from __future__ import annotations
@@ -72,10 +77,14 @@ def generate(
         num_steps: ``N`` ODE steps per frame; ``shift``: timestep shift of the sigmas.
         generator: draws the initial noise of every frame (at the start, like the env's reset)
             and the seed of the conditioning's noise placeholders.
-        trajectory_fn: called as ``trajectory_fn(m, control)`` before frame ``m > 0``; returning a
-            new ``Control`` re-encodes the conditioning of frames ``m ..`` from it, ``None`` keeps it.
+        trajectory_fn: called as ``trajectory_fn(m, control)`` before frame (block start) ``m > 0``;
+            returning a new ``Control`` re-encodes the conditioning of frames ``m ..`` from it, ``None`` keeps it.
     """
     model = getattr(policy_or_model, "model", policy_or_model)
+    p = int(getattr(model, "frames_per_block", 1))
+    if p > 1:
+        yield from _generate_blocks(model, encoder, codec, control, num_frames, num_steps, shift, generator, trajectory_fn, p)
+        return
     device = next(model.parameters()).device
     sigmas = shifted_sigmas(num_steps, shift).tolist()
     start = time.perf_counter()
@@ -108,3 +117,44 @@ def generate(
         if m + 1 < num_frames:
             with torch.no_grad():
                 model.commit(x, m, cond, cache)
+
+
+def _generate_blocks(model, encoder, codec, control, num_frames, num_steps, shift, generator, trajectory_fn, p) -> Iterator[GeneratedFrame]:
+    """:func:`generate` for blocks of ``p`` frames (same draws: the noise of every frame at the start, then the cond seed)."""
+    if num_frames % p:
+        raise ValueError(f"num_frames = {num_frames} must be a multiple of the model's frames_per_block = {p}")
+    device = next(model.parameters()).device
+    sigmas = shifted_sigmas(num_steps, shift).tolist()
+    start = time.perf_counter()
+    with torch.no_grad():
+        cond_seed = int(torch.randint(0, 2**62, (), generator=generator))
+        cond = encoder.encode(control, num_frames, generator=torch.Generator().manual_seed(cond_seed)).to(device)
+        b, _, _, height, width = cond["frames"].shape
+        noise = torch.randn(b, num_frames, model.latent_channels, height, width, generator=generator).to(device)  # [B, F, C, H, W]
+        cache = model.new_cache(cond)
+        decoder = codec.stream_decoder()
+    for blk in range(num_frames // p):
+        m = blk * p
+        block_start = time.perf_counter()
+        with torch.no_grad():
+            if m > 0 and trajectory_fn is not None:
+                new_control = trajectory_fn(m, control)
+                if new_control is not None:
+                    control = new_control
+                    fresh = encoder.encode(control, num_frames, generator=torch.Generator().manual_seed(cond_seed)).to(device)
+                    cond["frames"] = torch.cat([cond["frames"][:, :m], fresh["frames"][:, m:]], dim=1)  # [B, F, C_cond, H, W]
+            x = noise[:, m : m + p]  # [B, P, C, H, W]
+            for n in range(num_steps):
+                v = model.forward_block(x, blk, 1000.0 * sigmas[n], cond, cache).float()
+                x = ode_step(x.float(), v, sigmas[n], sigmas[n + 1])
+        for i in range(p):
+            with torch.no_grad():
+                frames = decoder.decode_next(x[:, i])  # [B, t, 3, H_px, W_px]
+                _sync(device)
+                now = time.perf_counter()
+                out = GeneratedFrame(index=m + i, latent=x[:, i], frames=frames, latency_s=now - start, frame_s=now - block_start)
+            yield out
+            block_start = time.perf_counter()
+        if m + p < num_frames:
+            with torch.no_grad():
+                model.commit_block(x, blk, cond, cache)

@@ -27,7 +27,7 @@ def test_save_load_round_trip(tmp_path):
     model.save_pretrained(tmp_path / "student")
     files = sorted(p.name for p in (tmp_path / "student").iterdir())
     assert files == ["causal_config.json", "config.json", "diffusion_pytorch_model.safetensors"]
-    assert json.loads((tmp_path / "student" / "causal_config.json").read_text()) == {"extra_in_channels": C, "window": 4, "sink": 1}
+    assert json.loads((tmp_path / "student" / "causal_config.json").read_text()) == {"extra_in_channels": C, "window": 4, "sink": 1, "frames_per_block": 1}
     loaded = CausalWan.from_pretrained(tmp_path / "student")
     assert (loaded.window, loaded.sink, loaded.extra_in_channels) == (4, 1, C)
     sd_a, sd_b = model.state_dict(), loaded.state_dict()
