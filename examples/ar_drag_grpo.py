@@ -137,7 +137,8 @@ def main(cfg: ARDragGRPOConfig) -> dict:
     reward = instantiate(cfg.reward, tracker=tracker)
     policy = instantiate(cfg.policy, codec=codec, step=cfg.step)  # the step config is instantiated inside (a dataclass object passed in would be read as a config)
     env = ARVideoDenoisingVectorEnv(
-        cfg.grpo.num_controls * cfg.grpo.group_size, control_source=controls, codec=codec, reward=reward, num_steps=policy.num_steps, shift=policy.shift
+        cfg.grpo.num_controls * cfg.grpo.group_size, control_source=controls, codec=codec, reward=reward,
+        num_steps=policy.num_steps, shift=policy.shift, frames_per_block=policy.frames_per_block,
     )  # fmt: skip
     collector = instantiate(cfg.collector, env=env)
 

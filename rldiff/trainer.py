@@ -175,7 +175,8 @@ class GRPOTrainer:
     def collect(self) -> tuple[TensorDict, object]:
         """Draw controls and a mask, then collect this rank's rollouts (no gradients)."""
         control = self.controls.sample(self.num_controls, generator=self.shared_gen)
-        mask = self.schedule.mask(self.collector.num_frames, self.collector.num_steps, self.shared_gen, iteration=self.iteration)  # [F, N]
+        num_blocks = getattr(self.collector, "num_blocks", self.collector.num_frames)  # blocks of frames sharing a timestep (1 frame each by default)
+        mask = self.schedule.mask(num_blocks, self.collector.num_steps, self.shared_gen, iteration=self.iteration)  # [F/P, N]: the collector expands it
         return self.rollout(control, self.local_group_size, mask, self.local_gen), control
 
     def rollout(self, control, group_size: int, mask: Tensor, generator: torch.Generator | None = None) -> TensorDict:

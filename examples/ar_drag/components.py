@@ -33,7 +33,7 @@ def _causal_dir(path: str | Path, hint: str = "") -> Path:
     return path
 
 
-def sprites_student(codec, step, path: str, window: int, sink: int | None, text_dim: int, heatmap_sigma: float, num_steps: int, shift: float):
+def sprites_student(codec, step, path: str, window: int | None, sink: int | None, text_dim: int, heatmap_sigma: float, num_steps: int, shift: float):
     """``FlowPolicy`` around the bundled Sprites-Drag ``CausalWan`` with hash text embeddings."""
     from policies import CausalWan, FlowPolicy
     from policies.conditioning import ControlEncoder
@@ -47,7 +47,7 @@ def sprites_student(codec, step, path: str, window: int, sink: int | None, text_
 
 def wan_student(
     codec, step, path: str, text_encoder_path: str, tokenizer_path: str | None, image_encoder_path: str | None,
-    extra_in_channels: int, heatmap_sigma: float, num_steps: int, shift: float, dtype: str, window: int, sink: int | None,
+    extra_in_channels: int, heatmap_sigma: float, num_steps: int, shift: float, dtype: str, window: int | None, sink: int | None,
 ):  # fmt: skip
     """``FlowPolicy`` around a ``CausalWan`` from a diffusers Wan I2V directory, with UMT5 text and CLIP image encoders."""
     from policies import CausalWan, FlowPolicy
@@ -70,8 +70,8 @@ class SpritesStudentConf:
 
     _target_: str = "examples.ar_drag.components.sprites_student"
     path: str = str(BUNDLE / "student")  # CausalWan directory
-    window: int = 7  # KV window in frames (current one included, sinks not counted)
-    sink: int | None = None  # first frames kept in every window (None: as saved with the model)
+    window: int | None = None  # KV window in frames, the current block included, sinks not counted (None: as saved with the model, else 7)
+    sink: int | None = None  # first frames kept in every window (None: as saved with the model, else 0)
     text_dim: int = 32  # hash text embedding width the student was trained with
     heatmap_sigma: float = 1.5  # trajectory Gaussian std in pixels
     num_steps: int = 3  # N, denoising steps per frame (as distilled)
@@ -92,8 +92,8 @@ class WanStudentConf:
     num_steps: int = 3  # N, denoising steps per frame
     shift: float = 5.0  # timestep shift of the sigmas
     dtype: str = "float32"  # model weights dtype (bfloat16 on GPU)
-    window: int = 7  # KV window in frames (current one included, sinks not counted)
-    sink: int | None = None  # first frames kept in every window (None: as saved with the model)
+    window: int | None = None  # KV window in frames, the current block included, sinks not counted (None: as saved with the model, else 7)
+    sink: int | None = None  # first frames kept in every window (None: as saved with the model, else 0)
 
 
 @dataclass

@@ -39,7 +39,7 @@ def test_rollout_layout_and_contents(collector, policy_cls):
     # the action of step (m, 0) is the input latent of step (m, 1)
     assert torch.equal(steps["action"][:, 0::2], steps["latent"][:, 1::2])
     # step (m, 0) starts from frame m's initial noise: what the env drew at reset from the collector's seed
-    seed = int(torch.randint(0, 2**62, (1,), generator=torch.Generator().manual_seed(0)))
+    seed = int(torch.randint(0, 2**62, (1,), generator=torch.Generator().manual_seed(0))) % 2**32
     single = envs.ARVideoDenoisingEnv(collector.env.world.control_source, collector.env.world.codec, collector.env.world.reward)
     for row in (0, 4):
         obs, _ = single.reset(seed=seed + row, options={"control": control.index([row // g])})
