@@ -34,6 +34,7 @@ from examples.ar_drag.stages import DistillStage, TeacherStage, build_world, stu
 from examples.common import configs
 from examples.common.launch import DistConf, failing_clearly, is_main, launch
 from examples.common.loop import drive
+from examples.common.settings import check_finite, pin_settings
 from examples.common.visualize import draw_tracks, save_video_grid
 from rldiff import distributed as dist_utils
 from rldiff.checkpoint import save_json
@@ -92,8 +93,13 @@ for _name, _cls in (("self_rollout", "SelfRollout"), ("self_forcing", "SelfForci
     cs.store(group="rollout", name=_name, node=RolloutConf(_target_=f"policies.distill_rollouts.{_cls}"))
 
 
+FREE_SETTINGS = ("teacher_iterations", "distill_iterations", "checkpoint_every", "eval_clips", "teacher_eval_steps", "export_dir", "tensorboard", "parallel", "dist")  # may change on resume
+
+
 def main(cfg: DistillConfig) -> dict:
     out = Path(HydraConfig.get().runtime.output_dir)
+    check_finite(cfg)
+    pin_settings(out, cfg, FREE_SETTINGS)  # a resume with other settings is refused, not mixed in
     torch.manual_seed(dist_utils.rank_seed(cfg.seed))
     world = build_world(cfg)
     parallel = instantiate(cfg.parallel)  # how both stages sync gradients under torchrun

@@ -22,7 +22,6 @@ Launch:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,9 +39,10 @@ from examples.ar_drag.evaluation import env_sampler, evaluate, quality_warning, 
 from examples.common import configs
 from examples.common.launch import DistConf, failing_clearly, is_main, launch
 from examples.common.loop import drive
+from examples.common.settings import check_finite, pin_settings, require
 from examples.common.visualize import draw_tracks, plot_metrics, save_video_grid
 from rldiff import distributed as dist_utils
-from rldiff.checkpoint import save_json
+from rldiff.checkpoint import load_json, save_json
 from rldiff.data.sprites import SpritesDrag
 from rldiff.trainer import GRPOTrainer
 
@@ -122,12 +122,37 @@ configs.register(cs)
 PLOT_KEYS = ["reward_mean", "reward/trajectory", "reward/trajectory/value", "reward/trajectory/lost", "reward/consistency", "reward/quality", "reward/aesthetic", "clip_fraction", "approx_kl", "loss_kl", "grad_norm", "lr"]
 
 
+FREE_SETTINGS = ("run.iterations", "run.plot_every", "run.tensorboard", "run.max_quality_drop", "parallel", "dist")  # may change on resume
+
+
+def validate(cfg: ARDragGRPOConfig, heldout_size: int | None = None) -> None:
+    """Settings that make a run meaningless fail here, before anything is built or written (the parts check their own too)."""
+    check_finite(cfg)
+    require("grpo.num_controls", cfg.grpo.num_controls, low=1)
+    require("grpo.group_size", cfg.grpo.group_size, low=2)  # group-relative advantages need two rollouts
+    require("grpo.adv_clip", cfg.grpo.adv_clip, kind=float, low=1e-8)
+    require("grpo.kl_coef", cfg.grpo.kl_coef, kind=float, low=0.0)
+    require("grpo.lr", cfg.grpo.lr, kind=float, low=1e-12)
+    require("grpo.clip_range", cfg.grpo.clip_range, kind=float, low=1e-12)
+    require("grpo.minibatch_size", cfg.grpo.minibatch_size, low=1, allow_none=True)
+    require("run.iterations", cfg.run.iterations, low=0)
+    require("run.checkpoint_every", cfg.run.checkpoint_every, low=1)
+    require("run.plot_every", cfg.run.plot_every, low=1)
+    require("run.eval_clips", cfg.run.eval_clips, low=1, high=heldout_size)
+    require("run.eval_draws", cfg.run.eval_draws, low=1)
+    require("run.video_clips", cfg.run.video_clips, low=1, high=cfg.run.eval_clips)  # drawn from the evaluated clips
+    require("run.max_quality_drop", cfg.run.max_quality_drop, kind=float, low=0.0, high=1.0)
+
+
 def draw(video, tracks, control, clips: int) -> list:
     return [draw_tracks(video[i], control.trajectory[i], control.visibility[i], tracks[i]) for i in range(clips)]
 
 
 def main(cfg: ARDragGRPOConfig) -> dict:
     out = Path(HydraConfig.get().runtime.output_dir)
+    heldout = instantiate(cfg.controls, split="heldout").heldout_controls()  # the held-out split of the same world
+    validate(cfg, heldout_size=heldout.batch_size)
+    pin_settings(out, cfg, FREE_SETTINGS)  # a resume with other settings is refused, not mixed in
     torch.manual_seed(dist_utils.rank_seed(cfg.run.seed))
 
     # Build the world, the reward and the policy
@@ -150,7 +175,7 @@ def main(cfg: ARDragGRPOConfig) -> dict:
     )  # fmt: skip
 
     # Evaluate before RL (once per run directory; every rank evaluates, rank 0 writes)
-    heldout = instantiate(cfg.controls, split="heldout").heldout_controls().index(list(range(cfg.run.eval_clips)))
+    heldout = heldout.index(list(range(cfg.run.eval_clips)))
     sprites = isinstance(controls, SpritesDrag)  # the Sprites-Drag world: add the tracker-free sprite offset
 
     def held_out() -> tuple[dict, tuple]:
@@ -158,7 +183,7 @@ def main(cfg: ARDragGRPOConfig) -> dict:
 
     before_path = out / "eval_before.json"
     if not dist_utils.any_flag(not before_path.exists()):  # every rank decides alike (rank 0 writes it below)
-        before = json.loads(before_path.read_text())
+        before = load_json(before_path)
     else:
         before, (video, tracks) = held_out()
         if is_main():

@@ -24,6 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import MISSING
 from examples.common import configs
 from examples.common.loop import drive
+from examples.common.settings import check_finite, pin_settings
 from rldiff.checkpoint import load_tensors, save_json, save_tensors
 from rldiff.toy import NoControlSource, ToyCollector, ToyFlowModel, ToyPolicy, pretrain
 from rldiff.trainer import GRPOTrainer
@@ -67,6 +68,8 @@ def evaluate(policy: ToyPolicy, collector: ToyCollector, num: int, seed: int) ->
 
 def main(cfg: ToyGRPOConfig) -> dict[str, float]:
     out = Path(HydraConfig.get().runtime.output_dir)
+    check_finite(cfg)
+    pin_settings(out, cfg, ("iterations", "eval_samples", "tensorboard"))  # a resume with other settings is refused, not mixed in
     torch.manual_seed(cfg.seed)
 
     # Build the policy (pre-trained once per run directory, reused on resume)

@@ -23,8 +23,9 @@ def test_distill_runs_end_to_end_exports_and_resumes(tmp_path):
     proc = run(out, f"export_dir={export}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads((out / "eval.json").read_text())
-    assert [r["model"] for r in rows] == ["teacher", "student (undistilled)", "student (SelfRollout)"]
-    assert all(0.0 <= r["quality"] <= 1.0 and r["trajectory_error"] >= 0.0 for r in rows)
+    assert list(rows) == ["teacher", "student (undistilled)", "student (SelfRollout)"]
+    assert all(0.0 <= r["quality"] <= 1.0 and r["trajectory_error"] >= 0.0 for r in rows.values())
+    assert (out / "eval.md").read_text().startswith("| metric | teacher | student (undistilled) | student (SelfRollout) |")
     assert (out / "samples.gif").is_file() and (out / "logs" / "distill" / "metrics.csv").is_file()
     for name in ("teacher", "student"):
         assert (export / name / "config.json").is_file() and (export / name / "diffusion_pytorch_model.safetensors").is_file()
@@ -32,7 +33,7 @@ def test_distill_runs_end_to_end_exports_and_resumes(tmp_path):
     # both stages are done: a second run resumes them at their end and trains nothing more
     again = run(out, "rollout=self_rollout")
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "resumed teacher_ckpt from iteration 3" in again.stdout and "resumed distill_ckpt from iteration 3" in again.stdout
+    assert "teacher: resumed from iteration 3" in again.stdout and "distill: resumed from iteration 3" in again.stdout
 
 
 def test_rollout_variant_is_a_config_group(tmp_path):

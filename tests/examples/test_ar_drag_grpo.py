@@ -1,6 +1,7 @@
 """The AR-Drag GRPO job as a subprocess with tiny budgets: outputs, sweeps, kill-and-resume, config typos."""
 
 import csv
+import re
 import os
 import signal
 import subprocess
@@ -143,3 +144,42 @@ def test_aesthetic_reward_option_names_its_local_files():
     cfg = compose_job("reward=aesthetic", "reward.quality.clip_path=/nowhere/clip", "reward.quality.head_path=/nowhere/head.pth")
     assert cfg.reward.quality == {"_target_": "rewards.AestheticReward", "clip_path": "/nowhere/clip", "head_path": "/nowhere/head.pth"}
     assert (cfg.reward.quality_name, cfg.reward.quality_weight, cfg.reward.quality_log) == ("aesthetic", 1.0, False)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("grpo.adv_clip=-1", "grpo.adv_clip must be a finite number >= 1e-08, got -1.0"),
+        ("grpo.adv_clip=0", "grpo.adv_clip must be a finite number >= 1e-08, got 0.0"),
+        ("grpo.kl_coef=-1", "grpo.kl_coef must be a finite number >= 0.0, got -1.0"),
+        ("grpo.group_size=0", "grpo.group_size must be an int >= 2, got 0"),
+        ("run.checkpoint_every=0", "run.checkpoint_every must be an int >= 1, got 0"),
+        ("run.eval_clips=0", "run.eval_clips must be an int >= 1 and <= 64, got 0"),
+        ("run.eval_clips=65", "run.eval_clips must be an int >= 1 and <= 64, got 65"),
+        ("run.eval_draws=0", "run.eval_draws must be an int >= 1, got 0"),
+        ("run.video_clips=5", "run.video_clips must be an int >= 1 and <= 2, got 5"),
+        ("policy.shift=nan", "policy.shift must be a finite number, got nan"),
+    ],
+)
+def test_settings_that_make_a_run_meaningless_fail_before_anything_is_built(override, message):
+    from examples.ar_drag_grpo import validate
+    from examples.common.settings import SettingError
+
+    cfg = compose_job("run.eval_clips=2", override)
+    with pytest.raises(SettingError, match=re.escape(message)):
+        validate(cfg, heldout_size=64)
+
+
+def test_a_bad_setting_writes_nothing(tmp_path):
+    proc = run(f"hydra.run.dir={tmp_path}", "run.video_clips=5")
+    assert proc.returncode != 0 and "run.video_clips must be an int >= 1 and <= 2, got 5" in proc.stderr
+    assert not (tmp_path / "eval_before.json").exists() and not (tmp_path / "settings.json").exists()
+
+
+def test_resuming_with_other_settings_is_refused_naming_them(tmp_path):
+    first = run(f"hydra.run.dir={tmp_path}", "run.iterations=1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    other = run(f"hydra.run.dir={tmp_path}", "run.iterations=2", "run.seed=1", "run.eval_draws=2")
+    assert other.returncode != 0
+    assert "run.seed: 0 in the run, 1 now" in other.stderr and "run.eval_draws: 3 in the run, 2 now" in other.stderr
+    assert len(rows(tmp_path / "metrics.csv")) == 1  # nothing was added to the run

@@ -120,5 +120,5 @@ def test_fsdp2_distillation_on_two_processes_resumes_on_one(tmp_path):
     assert len((run / "logs" / "distill" / "metrics.csv").read_text().strip().splitlines()) == 1 + 3  # rank 0 logs
     one = subprocess.run([sys.executable, str(ROOT / "examples" / "ar_drag_distill.py"), *DISTILL_TINY, f"hydra.run.dir={run}", "distill_iterations=4"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-3000:]
-    assert "resumed distill_ckpt from iteration 3" in one.stdout  # the sharded run's checkpoint holds full tensors
+    assert "distill: resumed from iteration 3" in one.stdout  # the sharded run's checkpoint holds full tensors
     assert (run / "distill_ckpt" / "ckpt-00000004").is_dir()
