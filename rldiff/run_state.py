@@ -31,28 +31,21 @@ import torch
 from torch import Tensor, nn
 
 from rldiff import distributed as dist_utils
-from rldiff.checkpoint import latest_checkpoint, load_json, load_tensors, optimizer_state_from_tensors, optimizer_to_tensors, save_tensors, write_checkpoint_dir
+from rldiff.checkpoint import (
+    check_state_shapes,
+    checkpoint_iteration,
+    latest_checkpoint,
+    load_json,
+    load_tensors,
+    optimizer_state_from_tensors,
+    optimizer_to_tensors,
+    save_tensors,
+    write_checkpoint_dir,
+)
 
 __all__ = ["RunState", "load_policy_weights", "find_checkpoint"]
 
 RESEED_STRIDE = 7919  # local generators re-seeded on another world size: seed + 7919 * iteration
-
-
-def _check_state(path: Path, own: Mapping[str, Tensor], state: Mapping[str, Tensor]) -> None:
-    """Names and shapes of ``state`` must be ``own``'s; the error names the file, the keys and the shapes."""
-    missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    if missing or extra:
-        raise ValueError(f"checkpoint {path} does not match the module: missing keys {missing[:5]}, unexpected keys {extra[:5]}")
-    for key, value in own.items():
-        shape = tuple(getattr(value, "full_tensor", lambda: value)().shape) if hasattr(value, "full_tensor") else tuple(value.shape)
-        if tuple(state[key].shape) != shape:
-            raise ValueError(f"checkpoint {path}: tensor {key!r} has shape {tuple(state[key].shape)}, the module expects {shape}")
-
-
-def _require(path: Path, found: Mapping, keys) -> None:
-    missing = sorted(k for k in keys if k not in found)
-    if missing:
-        raise KeyError(f"checkpoint file {path} lacks {missing} (found {sorted(found)[:8]}): it is damaged or from another kind of run")
 
 
 class RunState:
@@ -125,25 +118,26 @@ class RunState:
         if path is None:
             return None
         state = load_json(path / "state.json")
-        _require(path / "state.json", state, ("iteration", "world_size"))
+        missing = sorted(k for k in ("iteration", "world_size") if not isinstance(state, dict) or k not in state)
+        if missing:
+            raise KeyError(f"{path / 'state.json'}: missing {missing}; the checkpoint is damaged or from another kind of run")
         iteration = int(state["iteration"])
-        if path.name != f"ckpt-{iteration:08d}":
-            raise ValueError(f"checkpoint {path}: state.json says iteration {iteration}, the directory name says otherwise; the checkpoint is damaged")
+        if iteration != checkpoint_iteration(path):
+            raise ValueError(f"{path / 'state.json'} says iteration {iteration}, its directory {path.name} says {checkpoint_iteration(path)}: the checkpoint is damaged")
         for name, module in {**self.modules, **self.frozen}.items():
             file = (path if name in self.modules else self.root) / f"{name}.safetensors"
             if name in self.frozen and not file.exists():
                 continue  # written with the first checkpoint of a run that had none yet
             loaded, own = load_tensors(file), module.state_dict(keep_vars=True)
-            _check_state(file, own, loaded)
+            check_state_shapes(own, loaded, file)  # names missing / unexpected keys, or the key whose shape differs
             self.parallel.load_full_state(own.items(), loaded)  # shards the full tensors under FSDP2
         for name, opt in self.optimizers.items():
             tensors, rest = load_tensors(path / f"optimizer_{name}.safetensors"), load_json(path / f"optimizer_{name}.json")
             self.parallel.load_full_optimizer_state(opt, optimizer_state_from_tensors(tensors, rest))
         for name, scheduler in self.schedulers.items():
             scheduler.load_state_dict(load_json(path / f"scheduler_{name}.json"))
-        rng = load_tensors(path / "rng.safetensors")
         keys = [f"shared/{n}" for n in self.shared_generators] + [f"local/{n}" for n in self.local_generators] + ["torch"]
-        _require(path / "rng.safetensors", rng, keys)
+        rng = load_tensors(path / "rng.safetensors", required=keys)
         for name, gen in self.shared_generators.items():
             gen.set_state(rng[f"shared/{name}"])
         same_world = int(state["world_size"]) == dist_utils.world_size()
