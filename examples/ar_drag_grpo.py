@@ -123,6 +123,10 @@ PLOT_KEYS = ["reward_mean", "reward/trajectory", "reward/trajectory/value", "rew
 
 
 FREE_SETTINGS = ("run.iterations", "run.plot_every", "run.tensorboard", "run.max_quality_drop", "parallel", "dist")  # may change on resume
+RESUME_HINTS = {
+    "lr_schedule.total_iters": "The linear lr schedule ends at run.iterations unless set: to lengthen an annealed run, "
+    "give lr_schedule.total_iters the run's value (its lr stays 0 past it) or start a new run.",
+}
 
 
 def validate(cfg: ARDragGRPOConfig, heldout_size: int | None = None) -> None:
@@ -152,7 +156,7 @@ def main(cfg: ARDragGRPOConfig) -> dict:
     out = Path(HydraConfig.get().runtime.output_dir)
     heldout = instantiate(cfg.controls, split="heldout").heldout_controls()  # the held-out split of the same world
     validate(cfg, heldout_size=heldout.batch_size)
-    pin_settings(out, cfg, FREE_SETTINGS)  # a resume with other settings is refused, not mixed in
+    pin_settings(out, cfg, FREE_SETTINGS, RESUME_HINTS)  # a resume with other settings is refused, not mixed in
     torch.manual_seed(dist_utils.rank_seed(cfg.run.seed))
 
     # Build the world, the reward and the policy

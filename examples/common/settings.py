@@ -61,10 +61,11 @@ def check_finite(cfg) -> None:
             raise SettingError(f"{key} must be a finite number, got {value}")
 
 
-def pin_settings(run_dir: str | os.PathLike, cfg, free: tuple[str, ...]) -> None:
+def pin_settings(run_dir: str | os.PathLike, cfg, free: tuple[str, ...], hints: dict[str, str] | None = None) -> None:
     """Write the run's settings on its first start; refuse a resume whose settings differ (see module doc).
 
     ``free``: prefixes of settings that may change between starts (``"run.iterations"``, ``"dist"``).
+    ``hints``: a sentence to add when a given setting differs (how to resume on purpose).
     """
     path = Path(run_dir) / "settings.json"
     now = {k: v for k, v in flatten(cfg).items() if not any(k == f or k.startswith(f + ".") for f in free)}
@@ -73,9 +74,10 @@ def pin_settings(run_dir: str | os.PathLike, cfg, free: tuple[str, ...]) -> None
         keys = sorted(set(saved) | set(now))
         diff = [f"{k}: {saved.get(k, '(unset)')!r} in the run, {now.get(k, '(unset)')!r} now" for k in keys if saved.get(k, "(unset)") != now.get(k, "(unset)")]
         if diff:
+            extra = "".join(f" {text}" for key, text in (hints or {}).items() if saved.get(key) != now.get(key))
             raise SettingError(
                 f"{path.parent} holds a run with other settings ({'; '.join(diff)}). Resuming would mix two runs in one "
-                "directory: rerun with the run's settings, or start a new run directory (hydra.run.dir=...)."
+                f"directory: rerun with the run's settings, or start a new run directory (hydra.run.dir=...).{extra}"
             )
     elif dist_utils.rank() == 0:
         save_json(path, now)

@@ -182,4 +182,6 @@ def test_resuming_with_other_settings_is_refused_naming_them(tmp_path):
     other = run(f"hydra.run.dir={tmp_path}", "run.iterations=2", "run.seed=1", "run.eval_draws=2")
     assert other.returncode != 0
     assert "run.seed: 0 in the run, 1 now" in other.stderr and "run.eval_draws: 3 in the run, 2 now" in other.stderr
+    # a longer run moves the end of the linear lr schedule too (it follows run.iterations): refused, with the way out
+    assert "lr_schedule.total_iters: 1 in the run, 2 now" in other.stderr and "give lr_schedule.total_iters the run's value" in other.stderr
     assert len(rows(tmp_path / "metrics.csv")) == 1  # nothing was added to the run

@@ -34,7 +34,7 @@ def test_ranks_get_rank_zeros_directory_and_dist_settings_come_from_the_command_
 
 
 def test_fsdp2_job_on_two_processes_shares_one_run_dir_and_resumes_on_one(tmp_path):
-    proc = subprocess.run(torchrun(GRPO, *TINY, "parallel=fsdp2", "run.iterations=2"), cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(torchrun(GRPO, *TINY, "parallel=fsdp2", "run.iterations=2", "lr_schedule.total_iters=3"), cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = [p for p in (tmp_path / "outputs").glob("*/*") if p.is_dir()]
     assert len(runs) == 1, runs  # both ranks wrote into rank 0's directory
@@ -42,7 +42,7 @@ def test_fsdp2_job_on_two_processes_shares_one_run_dir_and_resumes_on_one(tmp_pa
     assert len((run / "metrics.csv").read_text().strip().splitlines()) == 1 + 2  # header + 2 iterations, rank 0 only
     assert (run / "checkpoints" / "ckpt-00000002" / "policy.safetensors").is_file() and (run / "eval.md").is_file()
     # the checkpoint of the sharded 2-process run continues on 1 process
-    one = subprocess.run([sys.executable, str(GRPO), *TINY, f"hydra.run.dir={run}", "run.iterations=3"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+    one = subprocess.run([sys.executable, str(GRPO), *TINY, f"hydra.run.dir={run}", "run.iterations=3", "lr_schedule.total_iters=3"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-3000:]
     assert "resumed from iteration 2" in one.stdout
     assert len((run / "metrics.csv").read_text().strip().splitlines()) == 1 + 3
@@ -56,7 +56,7 @@ def worker_pids(parent: int) -> list[int]:
 
 def test_killed_rank_ends_the_ddp_job_with_an_error_and_it_resumes(tmp_path):
     run = tmp_path / "run"
-    job = subprocess.Popen(torchrun(GRPO, *TINY, "parallel=ddp", "dist.timeout_s=30", f"hydra.run.dir={run}", "run.iterations=100"), cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    job = subprocess.Popen(torchrun(GRPO, *TINY, "parallel=ddp", "dist.timeout_s=30", f"hydra.run.dir={run}", "run.iterations=100", "lr_schedule.total_iters=100"), cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 240
     while not (run / "checkpoints" / "ckpt-00000001").exists():
         assert job.poll() is None and time.time() < deadline, "job ended or stalled before its first checkpoint"
@@ -76,7 +76,7 @@ def test_killed_rank_ends_the_ddp_job_with_an_error_and_it_resumes(tmp_path):
     # the job resumes from its last checkpoint
     done = sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.startswith("ckpt-"))[-1]
     last = int(done.split("-")[1])
-    again = subprocess.run(torchrun(GRPO, *TINY, "parallel=ddp", f"hydra.run.dir={run}", f"run.iterations={last + 1}"), cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(torchrun(GRPO, *TINY, "parallel=ddp", f"hydra.run.dir={run}", f"run.iterations={last + 1}", "lr_schedule.total_iters=100"), cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"resumed from iteration {last}" in again.stdout
 
