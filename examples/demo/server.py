@@ -35,7 +35,7 @@ from torch import Tensor
 from examples.demo.protocol import Continue, Download, Paths, ProtocolError, Start, Stop, pack, parse_message
 from examples.demo.session import DemoModel, Stream, decode_image, encode_image
 
-__all__ = ["Scene", "SessionSlots", "create_app"]
+__all__ = ["Counters", "Scene", "SessionSlots", "create_app"]
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -96,6 +96,22 @@ class SessionSlots:
             return len(self._active), len(self._queue)
 
 
+class Counters:
+    """Thread-safe counters: ``streams_open``, ``frames_generated``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values = {"streams_open": 0, "frames_generated": 0}
+
+    def add(self, key: str, n: int) -> None:
+        with self._lock:
+            self._values[key] += n
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._values)
+
+
 def _data_url(image: Tensor) -> str:
     pixels = (image.permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)  # [H, W, 3]
     return "data:image/png;base64," + base64.b64encode(encode_image(pixels, "png")).decode()
@@ -122,14 +138,26 @@ class Connection:
 
     async def end_stream(self) -> None:
         """Cancel the generation task and close the stream (waits for a frame in progress)."""
-        if self.task is not None:
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
-            self.task = None
-        if self.stream is not None:
-            stream, self.stream = self.stream, None
-            await asyncio.to_thread(stream.close)
-            self.app.state.stats["streams_open"] -= 1
+        task, stream = self.task, self.stream
+        self.task = self.stream = None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if stream is not None:
+            await asyncio.to_thread(self._close, stream)
+
+    def release(self) -> None:
+        """:meth:`end_stream` without awaiting (the connection is gone and may be cancelled itself)."""
+        task, stream = self.task, self.stream
+        self.task = self.stream = None
+        if task is not None:
+            task.cancel()
+        if stream is not None:
+            threading.Thread(target=self._close, args=(stream,), daemon=True).start()
+
+    def _close(self, stream: Stream) -> None:
+        stream.close()
+        self.app.state.stats.add("streams_open", -1)
 
     def begin(self, frames: int | None) -> None:
         self.stop_requested = False
@@ -144,7 +172,7 @@ class Connection:
                 if stream.done or self.stop_requested:
                     break
                 frame = await asyncio.to_thread(stream.next_frame)
-                stats["frames_generated"] += 1
+                stats.add("frames_generated", 1)
                 for i, pixels in enumerate(frame.pixels):
                     header = {
                         "type": "frame", "index": frame.first_pixel + i, "latent_index": frame.latent_index, "version": frame.version,
@@ -172,7 +200,7 @@ class Connection:
             await self.end_stream()
             prompt = caption if msg.prompt is None else msg.prompt
             self.stream = Stream(model, reference, prompt, msg.paths, msg.pace or model.pace, msg.seed)
-            self.app.state.stats["streams_open"] += 1
+            self.app.state.stats.add("streams_open", 1)
             await self.send_json({"type": "started", "version": 1, "prompt": prompt, "frames": msg.frames or model.clip_frames})
             self.begin(msg.frames)
         elif isinstance(msg, Paths):
@@ -222,7 +250,7 @@ def create_app(model: DemoModel, scenes: list[Scene], max_sessions: int = 2, ima
     app.state.model, app.state.scenes, app.state.image_format = model, scenes, image_format
     app.state.clip_dir = None if clip_dir is None else Path(clip_dir)
     app.state.slots = SessionSlots(max_sessions)
-    app.state.stats = {"streams_open": 0, "frames_generated": 0}
+    app.state.stats = Counters()
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/")
@@ -240,7 +268,7 @@ def create_app(model: DemoModel, scenes: list[Scene], max_sessions: int = 2, ima
     @app.get("/api/status")
     def status():
         active, waiting = app.state.slots.counts()
-        return {"active": active, "waiting": waiting, **app.state.stats}
+        return {"active": active, "waiting": waiting, **app.state.stats.snapshot()}
 
     @app.websocket("/ws")
     async def ws_endpoint(ws: WebSocket):
@@ -273,9 +301,9 @@ def create_app(model: DemoModel, scenes: list[Scene], max_sessions: int = 2, ima
                     await conn.send_json({"type": "error", "message": f"{type(err).__name__}: {err}"})
         except (WebSocketDisconnect, RuntimeError):
             pass
-        finally:
-            await conn.end_stream()
+        finally:  # no awaits: the handler may be cancelled itself
             slots.leave(ticket)
             receiver.cancel()
+            conn.release()
 
     return app
