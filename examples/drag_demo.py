@@ -118,6 +118,7 @@ def main(cfg: DragDemoConfig) -> None:
     sock = socket.socket(socket.AF_INET6 if ":" in cfg.serve.host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((cfg.serve.host, cfg.serve.port))
+    sock.listen(128)  # connections queue from now on, before uvicorn starts serving
     port = sock.getsockname()[1]
     host = f"[{cfg.serve.host}]" if ":" in cfg.serve.host else cfg.serve.host
     print(f"drag demo: open http://{host}:{port}/  ({height}x{width}, clip {frames} latent frames, up to {cfg.serve.max_sessions} sessions; Ctrl+C stops)", flush=True)

@@ -9,7 +9,7 @@ dctx.imageSmoothingEnabled = false; vctx.imageSmoothingEnabled = false;
 const state = {
   info: null, ws: null, scene: 0, upload: null, reference: null,  // reference: an Image shown under the paths
   paths: [], stroke: null, streaming: false, started: false,
-  frames: [], firstFrameMs: null, startMs: null, firstArrivalMs: null, version: null, pendingVersion: null,
+  frames: [], firstFrameMs: null, serverFirstS: null, startMs: null, firstArrivalMs: null, version: null, pendingVersion: null,
 };
 window.demo = state;  // for the browser test and the curious
 
@@ -135,13 +135,14 @@ function showFrame(header, bitmap) {
   if (state.firstArrivalMs === null) {
     state.firstArrivalMs = now;
     state.firstFrameMs = now - state.startMs;
+    state.serverFirstS = header.latency_s;
   }
   state.frames.push(header);
   vctx.drawImage(bitmap, 0, 0, videoCanvas.width, videoCanvas.height);
   strokePaths(vctx, state.paths, "rgba(255,255,255,0.35)");
   const count = state.frames.length;
   const fps = count > 1 ? (count - 1) / ((now - state.firstArrivalMs) / 1000) : NaN;
-  $("stats").textContent = `first frame: ${(state.firstFrameMs / 1000).toFixed(3)} s (server ${header.latency_s.toFixed(3)} s) | ` +
+  $("stats").textContent = `first frame: ${(state.firstFrameMs / 1000).toFixed(3)} s (server ${state.serverFirstS.toFixed(3)} s) | ` +
     `fps: ${isNaN(fps) ? "-" : fps.toFixed(1)} | frames: ${count} | control version: ${header.version}`;
   $("frame-info").textContent = `frame ${header.index} (latent ${header.latent_index}), made with control v${header.version}`;
   document.body.dataset.frames = String(count);
