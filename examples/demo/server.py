@@ -24,9 +24,7 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
-import torch
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
