@@ -10,7 +10,7 @@ same held-out scene, drag path and seed, with the control drawn over the same ``
   ``websockets`` client; the clock starts when the ``start`` message is sent, a frame counts when
   its binary message has arrived (PNG-encoded, through the loopback socket).
 
-Printed per side (median over ``repeats`` interleaved runs): first-frame latency, fps =
+Printed per side (median over ``repeats`` runs, the two sides alternating): first-frame latency, fps =
 frames / (time until the last frame), and the overhead ratio websocket / direct of each.
 """
 
@@ -106,9 +106,10 @@ def main() -> None:
     direct(model, scenes[0], paths, 2, 0)  # warm-up both paths
     over_websocket(url, paths, 2, 0)
     runs = {"direct": [], "websocket": []}
-    for r in range(args.repeats):
-        runs["direct"].append(direct(model, scenes[0], paths, args.frames, r))
-        runs["websocket"].append(over_websocket(url, paths, args.frames, r))
+    for r in range(args.repeats):  # alternating order (ABBA) so a drifting machine load hits both sides alike
+        sides = [("direct", lambda: direct(model, scenes[0], paths, args.frames, r)), ("websocket", lambda: over_websocket(url, paths, args.frames, r))]
+        for name, run in sides if r % 2 == 0 else sides[::-1]:
+            runs[name].append(run())
     server.should_exit = True
     med = {k: (statistics.median(v[0] for v in vs), statistics.median(v[1] for v in vs)) for k, vs in runs.items()}
     print(f"drag demo latency: bundled Sprites-Drag student, 32x32, N = 3, {args.frames} frames, {args.threads} thread(s), median of {args.repeats}")
