@@ -1,0 +1,1 @@
+"""The drag demo: protocol, streams, web app and page (run it with examples/drag_demo.py)."""
