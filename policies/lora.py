@@ -93,9 +93,13 @@ def adapters_disabled(model: nn.Module):
             layer.enable_adapters(True)  # also makes the adapter weights trainable again
 
 
-def save_lora(model: nn.Module, out_dir: str | os.PathLike) -> Path:
-    """Write the adapters alone: ``adapter_config.json`` and ``adapter_model.safetensors`` (full tensors)."""
+def save_lora(model: nn.Module, out_dir: str | os.PathLike, write: bool = True) -> Path:
+    """Write the adapters alone: ``adapter_config.json`` and ``adapter_model.safetensors`` (full tensors).
+
+    Under FSDP2 every rank calls it (the shards are gathered) and one writes (``write``).
+    """
     from safetensors.torch import save_file
+    from torch.distributed.tensor import DTensor
 
     peft = _peft()
     tr = _transformer(model)
@@ -103,8 +107,10 @@ def save_lora(model: nn.Module, out_dir: str | os.PathLike) -> Path:
     if config is None:
         raise ValueError("save_lora: the model has no adapters from add_lora / load_lora")
     out = Path(out_dir)
+    state = {k: (v.full_tensor() if isinstance(v, DTensor) else v).detach().to("cpu").contiguous() for k, v in peft.get_peft_model_state_dict(tr).items()}
+    if not write:
+        return out
     out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in peft.get_peft_model_state_dict(tr).items()}
     save_file(state, str(out / ADAPTER_WEIGHTS))
     (out / ADAPTER_CONFIG).write_text(json.dumps(config.to_dict(), indent=2, default=list))
     return out
