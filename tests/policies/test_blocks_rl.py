@@ -18,7 +18,7 @@ from policies.conditioning import ControlEncoder
 from policies.text_encoder import HashTextEncoder
 from rldiff.blocks import expand_block_mask, is_block_mask
 from rldiff.data.sprites import SpritesDrag
-from rldiff.flow import gaussian_log_prob, ode_step, shifted_sigmas
+from rldiff.flow import EulerMaruyamaStep, gaussian_log_prob, ode_step, shifted_sigmas
 from rldiff.stochasticity import OneStepPerFrame
 
 P, N, F = 3, 3, 6
@@ -39,7 +39,7 @@ def test_expand_block_mask_by_hand():
 def make_policy(window: int = 3, sink: int = 0) -> FlowPolicy:
     model = CausalWan.tiny(window=window, sink=sink, frames_per_block=P, text_dim=32, seed=1).eval()
     encoder = ControlEncoder(PixelCodec(factor=4), text_encoder=HashTextEncoder(dim=32, max_length=8))
-    return FlowPolicy(model, encoder, eta=0.7, sigma_cap=0.99, cond_seed=5)
+    return FlowPolicy(model, encoder, step=EulerMaruyamaStep(0.7, sigma_cap=0.99), cond_seed=5)
 
 
 def block_env(num_envs: int = 4):
