@@ -34,16 +34,11 @@ from tensordict import TensorDict
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from policies.causal_attention import block_forward, cross_kv, sdpa
+from policies.causal_attention import block_cross_kv, block_forward, sdpa
 from policies.causal_kv_cache import KVCache, block_sees
 from policies.causal_rope import RopeTable, frame_rope
 
 __all__ = ["CausalWan"]
-
-
-def _block_cross_kv(block, text: Tensor, image: Tensor | None):
-    """The cross-attention K/V of one ``WanTransformerBlock`` (bound to each block as ``causal_cross_kv``)."""
-    return cross_kv(block.attn2, text, image)
 
 
 class CausalWan(nn.Module):
@@ -93,7 +88,7 @@ class CausalWan(nn.Module):
         self._rope = RopeTable(transformer.rope)
         for block in transformer.blocks:  # bound methods: a deepcopy rebinds them to the copy's blocks
             block.causal_forward = types.MethodType(block_forward, block)
-            block.causal_cross_kv = types.MethodType(_block_cross_kv, block)
+            block.causal_cross_kv = types.MethodType(block_cross_kv, block)
 
     # -- shapes -----------------------------------------------------------------
     @property

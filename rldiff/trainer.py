@@ -14,7 +14,10 @@ and advantage estimator. One iteration (:meth:`GRPOTrainer.step`):
 The variants are objects passed in: the schedule (:mod:`rldiff.stochasticity`),
 the advantage estimator (:mod:`rldiff.advantages`), the learning-rate schedule
 (any ``torch.optim.lr_scheduler``, built from the optimizer by ``lr_schedule``),
-the gradient synchronization (:mod:`rldiff.parallel`). Checkpoints go through
+the gradient synchronization (:mod:`rldiff.parallel`; FSDP2's ``param_dtype`` is its
+mixed precision), the KL reference. Compute precision belongs to the policy
+(``policies.FlowPolicy(compute_dtype=...)``): weights and optimizer state stay
+float32 here whatever it is. Checkpoints go through
 :class:`rldiff.run_state.RunState` and hold full (unsharded) tensors, so they
 load into a run with any number of processes.
 """
