@@ -159,14 +159,19 @@ def merge_lora(model: nn.Module) -> nn.Module:
 class BaseReference:
     """The KL reference of a LoRA policy: the policy itself with its adapters off (no copy, no extra memory).
 
-    ``recompute(rollout, control)`` = ``policy.recompute`` under :func:`adapters_disabled`,
-    without gradients (what ``rldiff.GRPOTrainer`` calls for the KL term).
+    ``rldiff.GRPOTrainer`` runs its own (possibly sharded) runner of the policy inside
+    ``policy_context()`` for the KL term; ``recompute(rollout, control)`` is the same on
+    one process (``policy.recompute`` with the adapters off, no gradients).
     """
 
     def __init__(self, policy: nn.Module) -> None:
         if not lora_layers(policy):
             raise ValueError("BaseReference: the policy has no LoRA adapters (full fine-tuning keeps a frozen copy as reference)")
         self.policy = policy
+
+    def policy_context(self):
+        """The context in which the policy is its base: adapters off."""
+        return adapters_disabled(self.policy)
 
     @torch.no_grad()
     def recompute(self, rollout, control):

@@ -82,6 +82,19 @@ def worker(rank: int, port: int, out_dir: str, batch):
         m = bf16.update(*_local(bf16, rank, batch))
         master = {p.dtype for p in bf16.params}
         torch.save({"grad_norm": torch.tensor(m["grad_norm"]), "fp32_master": torch.tensor(master == {torch.float32})}, os.path.join(out_dir, f"bf16{rank}.pt"))
+        # LoRA under per-block FSDP2: only adapters train, and save_lora gathers them to full tensors
+        from policies.lora import BaseReference, add_lora, save_lora
+
+        lora = make_trainer(ManualAllReduce())  # a plain policy, then adapters, then sharding
+        policy = lora.policy
+        add_lora(policy.model, rank=2)
+        lora = GRPOTrainer(
+            policy, lora.collector, lora.controls, OneStepPerFrame(), lr=1e-2, num_controls=B, group_size=G, kl_coef=0.1,
+            reference=BaseReference(policy), parallel=FSDP2(block_lists=[BLOCKS]), seed=0,
+        )  # fmt: skip
+        m = lora.update(*_local(lora, rank, batch))
+        save_lora(policy.model, os.path.join(out_dir, "lora"), write=rank == 0)
+        torch.save({"updates": torch.tensor(m["updates"]), "trainable": torch.tensor(len(lora.params))}, os.path.join(out_dir, f"lora{rank}.pt"))
     finally:
         dist_utils.destroy()
 
@@ -119,6 +132,17 @@ def test_per_block_checkpoint_holds_full_tensors(two_process_run):
     plain = make_trainer(ManualAllReduce()).policy
     for name, p in plain.named_parameters():
         assert saved[name].shape == p.shape, name
+
+
+def test_lora_under_per_block_fsdp2_saves_full_adapters(two_process_run):
+    from safetensors.torch import load_file
+
+    for rank in range(2):
+        got = torch.load(two_process_run / f"lora{rank}.pt", weights_only=True)
+        assert got["updates"] == 1.0 and got["trainable"] == 2 * 10 * 2  # A and B of 10 projections (4 self-, 4 text-attention, 2 FFN) in 2 blocks
+    adapters = load_file(str(two_process_run / "lora" / "adapter_model.safetensors"))
+    a = adapters["blocks.0.attn1.to_q.lora_A.weight"]
+    assert a.shape == (2, 64)  # rank x dim: full, not a shard
 
 
 def test_bf16_mixed_precision_policy_keeps_fp32_master_weights(two_process_run):
