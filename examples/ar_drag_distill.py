@@ -82,6 +82,7 @@ class DistillConfig:
     teacher_eval_steps: int = 20  # teacher sampling steps in the evaluation
     checkpoint_every: int = 50  # iterations between checkpoints
     export_dir: str | None = None  # copy teacher/ and student/ here at the end (the bundle)
+    checkpointing: bool = False  # per-block activation checkpointing of the teacher's and the critic's passes with gradients
     tensorboard: bool = True  # also write TensorBoard scalars
     dist: DistConf = field(default_factory=DistConf)  # process group under torchrun (backend, timeout_s)
 

@@ -34,6 +34,7 @@ from hydra.utils import instantiate
 from omegaconf import MISSING, OmegaConf
 
 from envs import ARVideoDenoisingVectorEnv
+from policies.lora import BaseReference, save_lora
 from examples.ar_drag import components
 from examples.ar_drag.evaluation import env_sampler, evaluate, quality_warning, results_table
 from examples.common import configs
@@ -60,6 +61,7 @@ class GRPOConf:
     kl_coef: float = 0.01  # KL weight to the frozen reference (0 lets the tracks drift; 0.1 holds the policy back)
     epochs: int = 1  # passes over each batch
     minibatch_size: int | None = 16  # rollouts per optimizer step (None: all)
+    micro_batch_size: int | None = None  # rollouts per forward/backward, gradients accumulated over a minibatch (None: the minibatch)
     max_grad_norm: float = 1.0  # gradient-norm clip
     max_nonfinite_fraction: float = 0.25  # stop when more groups (or updates) than this are non-finite
 
@@ -107,7 +109,7 @@ class ARDragGRPOConfig:
     schedule: Any = MISSING  # stochasticity schedule (group: one_step_per_frame, all_steps, sliding_window, progressive_window, no_steps)
     advantage: Any = MISSING  # advantage estimator (group: per_term_renormalized, per_term, group)
     lr_schedule: Any = MISSING  # learning-rate schedule (group: linear, constant)
-    parallel: Any = MISSING  # gradient sync across torchrun processes (group: none, ddp, fsdp2)
+    parallel: Any = MISSING  # gradient sync across torchrun processes (group: none, ddp, fsdp2, fsdp2_blocks)
     collector: CollectorConf = field(default_factory=CollectorConf)  # how rollouts are collected
     grpo: GRPOConf = field(default_factory=GRPOConf)  # the trainer's settings
     run: RunConf = field(default_factory=RunConf)  # the run's length, evaluation and outputs
@@ -171,9 +173,11 @@ def main(cfg: ARDragGRPOConfig) -> dict:
     )  # fmt: skip
     collector = instantiate(cfg.collector, env=env)
 
-    # The trainer (under torchrun: gradients synced by cfg.parallel, rank 0 checkpoints full tensors)
+    # The trainer (under torchrun: gradients synced by cfg.parallel, rank 0 checkpoints full tensors);
+    # a LoRA policy's KL reference is itself with the adapters off, otherwise a frozen copy (sharing the encoders)
+    lora = bool(getattr(cfg.policy, "lora_rank", 0))
     trainer = GRPOTrainer(
-        policy, collector, controls, instantiate(cfg.schedule), **cfg.grpo,
+        policy, collector, controls, instantiate(cfg.schedule), **cfg.grpo, reference=BaseReference(policy) if lora and cfg.grpo.kl_coef > 0 else None,
         advantage=instantiate(cfg.advantage).with_default_weights(reward.term_weights), lr_schedule=instantiate(cfg.lr_schedule),
         parallel=instantiate(cfg.parallel), seed=cfg.run.seed, checkpoint_dir=out / "checkpoints", checkpoint_every=cfg.run.checkpoint_every,
     )  # fmt: skip
@@ -202,6 +206,8 @@ def main(cfg: ARDragGRPOConfig) -> dict:
     drive(trainer, cfg.run.iterations, out, desc="AR-Drag GRPO", tensorboard=cfg.run.tensorboard, on_log=plot)
     if trainer.iteration % trainer.checkpoint_every:
         trainer.save_checkpoint()
+    if lora:  # the adapters alone (policies.lora.load_lora; merge_lora for a plain diffusers directory)
+        save_lora(policy.model, out / "lora", write=is_main())
 
     # Evaluate after RL
     after, (video, tracks) = held_out()

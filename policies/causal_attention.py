@@ -22,7 +22,7 @@ from torch import Tensor
 from policies.causal_kv_cache import CrossKV
 from policies.causal_rope import apply_rope
 
-__all__ = ["rms_norm", "sdpa", "self_qkv", "cross_kv", "cross_attention", "block_forward"]
+__all__ = ["rms_norm", "sdpa", "self_qkv", "cross_kv", "block_cross_kv", "cross_attention", "block_forward"]
 
 SelfAttention = Callable[[Tensor, Tensor, Tensor], Tensor]  # (q, k, v) [B, S, heads, d] -> [B, S, heads * d]
 
@@ -67,6 +67,11 @@ def cross_kv(attn, text: Tensor, image: Tensor | None) -> CrossKV:
     k_img = _heads(attn, rms_norm(attn.norm_added_k, attn.add_k_proj(image)))  # [B, L_img, heads, d]
     v_img = _heads(attn, attn.add_v_proj(image))
     return CrossKV(k, v, k_img, v_img)
+
+
+def block_cross_kv(block, text: Tensor, image: Tensor | None) -> CrossKV:
+    """:func:`cross_kv` of a ``WanTransformerBlock``'s cross-attention (``policies.CausalWan`` binds it to each block)."""
+    return cross_kv(block.attn2, text, image)
 
 
 def cross_attention(attn, x: Tensor, kv: CrossKV) -> Tensor:

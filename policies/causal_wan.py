@@ -27,11 +27,14 @@ trajectory) before the patch embedding. Loading and saving live in
 
 from __future__ import annotations
 
+import types
+
 import torch
 from tensordict import TensorDict
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
-from policies.causal_attention import block_forward, cross_kv, sdpa
+from policies.causal_attention import block_cross_kv, block_forward, sdpa
 from policies.causal_kv_cache import KVCache, block_sees
 from policies.causal_rope import RopeTable, frame_rope
 
@@ -49,6 +52,12 @@ class CausalWan(nn.Module):
         sink: first frames that stay in every window, on top of ``window`` (0 = none).
         frames_per_block: ``P`` latent frames per attention block (AR-Drag: 1; the public
             Self-Forcing / LongLive / CausVid students: 3).
+        checkpointing: recompute each transformer block's activations in backward (parallel
+            path with gradients only; same numbers, less memory).
+
+    Each transformer block gets two methods, ``causal_forward(h, mod, cos, sin, attend, cross)``
+    and ``causal_cross_kv(text, image)``: every use of a block's weights goes through them, so
+    FSDP2 can make each block its own unit (``register_fsdp_forward_method``).
 
     Window convention: Self-Forcing and LongLive count the sink frames inside
     their ``local_attn_size``; here they are not: rldiff ``(window, sink)`` =
@@ -57,7 +66,7 @@ class CausalWan(nn.Module):
     ``window`` at least the video length.
     """
 
-    def __init__(self, transformer, extra_in_channels: int = 0, window: int = 7, sink: int = 0, frames_per_block: int = 1) -> None:
+    def __init__(self, transformer, extra_in_channels: int = 0, window: int = 7, sink: int = 0, frames_per_block: int = 1, checkpointing: bool = False) -> None:
         super().__init__()
         cfg = transformer.config
         if tuple(cfg.patch_size)[0] != 1:
@@ -75,8 +84,11 @@ class CausalWan(nn.Module):
             )
         self.transformer = transformer
         self.window, self.sink, self.extra_in_channels = int(window), int(sink), int(extra_in_channels)
-        self.frames_per_block = int(frames_per_block)
+        self.frames_per_block, self.checkpointing = int(frames_per_block), bool(checkpointing)
         self._rope = RopeTable(transformer.rope)
+        for block in transformer.blocks:  # bound methods: a deepcopy rebinds them to the copy's blocks
+            block.causal_forward = types.MethodType(block_forward, block)
+            block.causal_cross_kv = types.MethodType(block_cross_kv, block)
 
     # -- shapes -----------------------------------------------------------------
     @property
@@ -194,7 +206,7 @@ class CausalWan(nn.Module):
             if ce.image_embedder is None:
                 raise ValueError("cond has 'image' embeddings but the model has no image projection (config image_dim is None)")
             image = ce.image_embedder(cond["image"].to(self.device, self.dtype)).to(self.dtype)  # [B, L_img, D]
-        cross = [cross_kv(block.attn2, text, image) for block in self.transformer.blocks]
+        cross = [block.causal_cross_kv(text, image) for block in self.transformer.blocks]
         return KVCache(window=self.window, sink=self.sink, batch_size=cond["frames"].shape[0], cross=cross, frames_per_block=self.frames_per_block)
 
     def _check_cache(self, cache: KVCache, m: int, cond: TensorDict) -> None:
@@ -228,7 +240,7 @@ class CausalWan(nn.Module):
                     cache.store(layer, k.detach(), v.detach())
                 return out
 
-            h = block_forward(block, h, mod, cos, sin, attend, cache.cross[layer])
+            h = block.causal_forward(h, mod, cos, sin, attend, cache.cross[layer])
         if write:
             cache.advance()
             return h
@@ -354,8 +366,11 @@ class CausalWan(nn.Module):
         image = None
         if "image" in cond.keys():
             image = self.transformer.condition_embedder.image_embedder(cond["image"].to(self.device, self.dtype)).to(self.dtype)
+        def run(block, h: Tensor) -> Tensor:  # [B, F_c + K, L, D] -> same; cross K/V recomputed with the block
+            return block.causal_forward(h, mod, cos, sin, attend, block.causal_cross_kv(text, image))
+
         for block in self.transformer.blocks:
-            h = block_forward(block, h, mod, cos, sin, attend, cross_kv(block.attn2, text, image))
+            h = checkpoint(run, block, h, use_reentrant=False) if self.checkpointing and torch.is_grad_enabled() else run(block, h)
         return self._head(h[:, f_clean:], temb[:, f_clean:], clean.shape[-2], clean.shape[-1])  # [B, K, C, H, W]
 
     def forward(self, clean: Tensor, noisy: Tensor, noisy_frames: Tensor, noisy_timestep: Tensor, cond: TensorDict) -> Tensor:

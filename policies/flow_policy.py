@@ -25,16 +25,27 @@ mean are the block ``[R, P, C, H, W]`` and ``log_prob`` is ``[R, P]``, one per
 frame (the Gaussian is diagonal, so the block's log-density is their sum).
 ``recompute`` reads the rollout frame by frame as before: the collector records
 a block step as ``P`` consecutive frame steps.
+
+Memory and precision: the conditioning of each control row is encoded once and
+memoized (:class:`policies.cond_memo.ConditioningMemo`), so acting, recompute
+and a KL reference built by ``copy.deepcopy`` (which shares the frozen encoder
+and the memo, never copies them) read the same tensors. ``compute_dtype``
+bfloat16 runs the model under ``torch.autocast`` on both paths while the
+weights (the optimizer's master copy) stay float32; the SDE step, log-probs and
+KL are computed in float32 outside autocast.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import math
 
 import torch
 from tensordict import TensorDict
 from torch import Tensor, nn
 
+from policies.cond_memo import ConditioningMemo
 from rldiff.flow import StochasticStep, gaussian_log_prob, ode_step
 from rldiff.types import Control
 
@@ -75,10 +86,21 @@ class FlowPolicy(nn.Module):
         num_steps, shift: the sampling schedule the model was distilled for
             (``N`` steps per frame at ``shifted_sigmas(N, shift)``); the env and
             ``generate`` built for this policy read them.
+        compute_dtype: dtype of the model's matmuls (``"float32"`` or ``"bfloat16"``, run
+            under ``torch.autocast``); weights and everything after the velocity stay float32.
+        cond_memo_rows: control rows whose conditioning is memoized (0: encode on every call).
     """
 
-    def __init__(self, model: nn.Module, encoder, step: StochasticStep, cond_seed: int = 0, num_steps: int = 3, shift: float = 1.0) -> None:
+    def __init__(
+        self, model: nn.Module, encoder, step: StochasticStep, cond_seed: int = 0, num_steps: int = 3, shift: float = 1.0,
+        compute_dtype: str | torch.dtype = "float32", cond_memo_rows: int = 32,
+    ) -> None:  # fmt: skip
         super().__init__()
+        dtype = getattr(torch, compute_dtype, None) if isinstance(compute_dtype, str) else compute_dtype
+        if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise ValueError(f"FlowPolicy: compute_dtype must be float32, bfloat16 or float16, got {compute_dtype!r}")
+        self.compute_dtype = dtype
+        object.__setattr__(self, "memo", ConditioningMemo(cond_memo_rows))
         if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
             raise ValueError(f"FlowPolicy: num_steps must be a positive int, got {num_steps!r}")
         if not (isinstance(shift, (int, float)) and math.isfinite(shift) and shift > 0):
@@ -97,11 +119,26 @@ class FlowPolicy(nn.Module):
         self._cache = None
         self._committed: list[Tensor] = []
 
+    def __deepcopy__(self, memo: dict) -> "FlowPolicy":
+        """A copy of the model and step; the frozen encoder and the conditioning memo are shared, not copied."""
+        memo[id(self.encoder)], memo[id(self.memo)] = self.encoder, self.memo
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        for key, value in self.__dict__.items():
+            object.__setattr__(new, key, copy.deepcopy(value, memo))
+        return new
+
     # -- conditioning -----------------------------------------------------------
     def conditioning(self, control: Control, num_frames: int) -> TensorDict:
-        """The conditioning of ``control`` for ``num_frames`` latent frames, on the model's device."""
+        """The conditioning of ``control`` for ``num_frames`` latent frames, on the model's device (memoized per row)."""
         device = next(self.model.parameters()).device
-        return encode_rows(self.encoder, control, num_frames, self.cond_seed).to(device)
+        return self.memo.rows(control, num_frames, self.cond_seed, lambda row: encode_rows(self.encoder, row, num_frames, self.cond_seed).to(device))
+
+    def autocast(self):
+        """The context the model runs in: ``torch.autocast`` at ``compute_dtype`` (nothing for float32)."""
+        if self.compute_dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(next(self.model.parameters()).device.type, dtype=self.compute_dtype)
 
     def reset(self, control: Control) -> None:
         """Start ``R = len(control)`` episodes; the conditioning is built at the first ``act`` (F from the snapshot)."""
@@ -153,16 +190,18 @@ class FlowPolicy(nn.Module):
             self._cond, self._cache, self._committed = self.conditioning(self._control, num_frames), None, []
         device = next(self.model.parameters()).device
         snapshot = snapshot.to(device)
-        self._sync_cache(snapshot, m)
+        with self.autocast():
+            self._sync_cache(snapshot, m)
 
         sigma = obs["sigma"].to(device).float().reshape(r)  # [R]
         sigma_next = obs["sigma_next"].to(device).float().reshape(r)  # [R]
-        if p == 1:
-            x = snapshot[:, m].float()  # [R, C, H, W]
-            v = self.model.forward_frame(x, m, 1000.0 * sigma, self._cond, self._cache).float()  # [R, C, H, W]
-        else:
-            x = snapshot[:, m : m + p].float()  # [R, P, C, H, W]
-            v = self.model.forward_block(x, m // p, 1000.0 * sigma, self._cond, self._cache).float()  # [R, P, C, H, W]
+        with self.autocast():
+            if p == 1:
+                x = snapshot[:, m].float()  # [R, C, H, W]
+                v = self.model.forward_frame(x, m, 1000.0 * sigma, self._cond, self._cache).float()  # [R, C, H, W]
+            else:
+                x = snapshot[:, m : m + p].float()  # [R, P, C, H, W]
+                v = self.model.forward_block(x, m // p, 1000.0 * sigma, self._cond, self._cache).float()  # [R, P, C, H, W]
         levels = (r,) + (1,) * (x.dim() - 1)
         s, s_next = sigma.view(levels), sigma_next.view(levels)
         if stochastic:
@@ -203,7 +242,8 @@ class FlowPolicy(nn.Module):
         latent = latent.to(device).float()
         p = self.frames_per_block
         history = clean[:, : int(frames.max()) // p * p].to(device)  # [R, F_c, C, H, W]: the whole blocks before the last step's block
-        v = self.model.forward_parallel(history, latent, frames, 1000.0 * sigma, cond).float()  # [R, S, C, H, W]
+        with self.autocast():
+            v = self.model.forward_parallel(history, latent, frames, 1000.0 * sigma, cond).float()  # [R, S, C, H, W]
         s, s_next = sigma[..., None, None, None], sigma_next[..., None, None, None]
         _, mean, _ = self.stochastic_step(latent, v, s, s_next, noise=torch.zeros_like(latent))
         return mean  # [R, S, C, H, W]

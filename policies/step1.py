@@ -161,12 +161,17 @@ class Distiller:
             :class:`GeneratorRunner` and :class:`CriticRunner`; the teacher stays replicated. Under
             FSDP2 ``student``, ``critic``, ``head`` and ``ema`` hold sharded DTensors: read them
             through ``parallel.full_state``. Replicas start from rank 0's weights.
+        critic_checkpointing: recompute the critic's block activations in backward (less memory).
     """
 
-    def __init__(self, student, teacher, rollout, sigmas: Tensor, *, lr_generator: float = 1e-4, lr_critic: float = 2e-4, generator_every: int = 5, adv_weight: float = 0.05, dmd_shift: float = 3.0, ema_decay: float = 0.99, parallel=None):
+    def __init__(self, student, teacher, rollout, sigmas: Tensor, *, lr_generator: float = 1e-4, lr_critic: float = 2e-4, generator_every: int = 5, adv_weight: float = 0.05, dmd_shift: float = 3.0, ema_decay: float = 0.99, parallel=None, critic_checkpointing: bool = False):
         self.parallel = parallel if parallel is not None else ManualAllReduce()
         self.student, self.teacher, self.rollout, self.sigmas = student, teacher.requires_grad_(False).eval(), rollout, sigmas
         self.critic = copy.deepcopy(teacher).requires_grad_(True).train()
+        if critic_checkpointing:  # per-block activation checkpointing of the critic's passes with gradients
+            if not isinstance(getattr(type(self.critic), "checkpointing", None), property):
+                raise TypeError(f"critic_checkpointing needs a teacher with a checkpointing switch (policies.teacher.BidirectionalWan), got {type(teacher).__name__}")
+            self.critic.checkpointing = True
         self.head = DiscriminatorHead(self.critic) if adv_weight > 0 else None
         for module in (student, self.critic, self.head.mlp if self.head else None):
             if module is not None:

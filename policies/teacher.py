@@ -35,23 +35,42 @@ def tiny_wan_config(latent_channels: int = 48, cond_channels: int = 100, dim: in
 
 
 class BidirectionalWan(nn.Module):
-    """Full-attention video velocity model: ``v = f(x [B, F, C, H, W], sigma [B], cond)``."""
+    """Full-attention video velocity model: ``v = f(x [B, F, C, H, W], sigma [B], cond)``.
 
-    def __init__(self, transformer: WanTransformer3DModel):
+    Args:
+        transformer: the diffusers Wan transformer.
+        checkpointing: recompute each transformer block's activations in backward (diffusers'
+            per-block gradient checkpointing; same numbers, less memory). Settable later.
+    """
+
+    def __init__(self, transformer: WanTransformer3DModel, checkpointing: bool = False):
         super().__init__()
         self.transformer = transformer
         self.latent_channels = int(transformer.config.out_channels)
         self.cond_channels = int(transformer.config.in_channels) - self.latent_channels
+        self.checkpointing = checkpointing
+
+    @property
+    def checkpointing(self) -> bool:
+        """Whether each transformer block's activations are recomputed in backward."""
+        return bool(self.transformer.gradient_checkpointing)
+
+    @checkpointing.setter
+    def checkpointing(self, on: bool) -> None:
+        if on:
+            self.transformer.enable_gradient_checkpointing()
+        else:
+            self.transformer.disable_gradient_checkpointing()
 
     @classmethod
-    def from_config(cls, config: dict) -> "BidirectionalWan":
-        return cls(WanTransformer3DModel(**config))
+    def from_config(cls, config: dict, checkpointing: bool = False) -> "BidirectionalWan":
+        return cls(WanTransformer3DModel(**config), checkpointing=checkpointing)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, torch_dtype: torch.dtype | None = None) -> "BidirectionalWan":
+    def from_pretrained(cls, path: str | os.PathLike, torch_dtype: torch.dtype | None = None, checkpointing: bool = False) -> "BidirectionalWan":
         """Load a diffusers Wan transformer directory; a config that does not fit the weights raises (see
         :func:`policies.causal_wan_io.load_wan_transformer`)."""
-        return cls(load_wan_transformer(path, torch_dtype, who="BidirectionalWan.from_pretrained"))
+        return cls(load_wan_transformer(path, torch_dtype, who="BidirectionalWan.from_pretrained"), checkpointing=checkpointing)
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         self.transformer.save_pretrained(str(path), safe_serialization=True)

@@ -11,8 +11,8 @@ everything that depends on how parameters are laid out across ranks:
 - :class:`DDP` — the runner is wrapped in ``torch.nn.parallel.DistributedDataParallel``;
   recomputing goes through DDP's ``forward``, so DDP's bucketed all-reduce
   hooks average the gradients during backward.
-- :class:`FSDP2` — ``fully_shard`` on the runner (root) and, optionally, on the
-  blocks of named ``nn.ModuleList``s; parameters, gradients and optimizer state
+- :class:`FSDP2` — ``fully_shard`` on each block of named ``nn.ModuleList``s
+  (its own unit), then on the runner (root), with a ``MixedPrecisionPolicy``; parameters, gradients and optimizer state
   are sharded ``DTensor``s at rest; ``collect`` is registered as an FSDP forward
   method so rollouts all-gather parameters like a forward does.
 
@@ -36,6 +36,15 @@ from torch import Tensor, nn
 from rldiff import distributed as dist_utils
 
 __all__ = ["PolicyRunner", "ManualAllReduce", "DDP", "FSDP2", "local_tensor", "ema_decay_warmup", "ema_update_"]
+
+
+def _dtype(name: str, value: str | torch.dtype | None) -> torch.dtype | None:
+    if value is None or isinstance(value, torch.dtype):
+        return value
+    dtype = getattr(torch, str(value), None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"FSDP2: {name} must be a floating dtype name (float32, bfloat16, float16) or None, got {value!r}")
+    return dtype
 
 
 class PolicyRunner(nn.Module):
@@ -177,22 +186,37 @@ class DDP(ManualAllReduce):
 
 
 class FSDP2(ManualAllReduce):
-    """``fully_shard`` (FSDP2): the blocks of the ``block_lists`` ``nn.ModuleList``s, then the runner as root.
+    """``fully_shard`` (FSDP2): each block of the ``block_lists`` ``nn.ModuleList``s its own unit, then the runner as root.
 
-    A block is its own unit (all-gathered just for its forward) only if the model
-    calls it as a module (``block(...)``): FSDP2's hooks run on ``__call__``.
-    ``policies.CausalWan`` runs its blocks functionally (one block code for the
-    cache and the parallel paths), so for it leave ``block_lists`` empty: the
-    whole policy is one unit, gathered for a recompute or a collection and sharded
-    (parameters, gradients, optimizer state) in between.
+    A block unit all-gathers its parameters just for its own forward (and again in
+    backward), so at most one block is unsharded at a time. FSDP2's hooks run on a
+    module's ``__call__`` and on the methods registered with
+    ``register_fsdp_forward_method``: a model that runs its blocks through other
+    methods names them in ``block_methods`` (``policies.CausalWan`` gives every
+    block ``causal_forward`` and ``causal_cross_kv``; block list ``"model.transformer.blocks"``
+    of a ``FlowPolicy``). With ``block_lists`` empty the whole policy is one unit.
 
     Args:
-        block_lists: names of ``nn.ModuleList``s inside the policy (e.g. ``"model.blocks"``) whose elements to shard separately.
+        block_lists: names of ``nn.ModuleList``s inside the policy (e.g. ``"model.transformer.blocks"``) whose elements to shard separately.
         reshard_after_forward: free gathered block parameters after each forward (saves memory, costs an all-gather in backward).
+        block_methods: methods of a block that use its weights besides ``forward`` (registered when the block has them).
+        param_dtype: dtype of the gathered parameters, i.e. of forward/backward compute (``None``: as stored;
+            ``"bfloat16"``: bf16 compute on float32 sharded master weights and optimizer state).
+        reduce_dtype: dtype of the gradient reduce-scatter (``None``: ``param_dtype``).
     """
 
-    def __init__(self, block_lists: tuple[str, ...] | list[str] = (), reshard_after_forward: bool = True):
-        self.block_lists, self.reshard_after_forward = tuple(block_lists), reshard_after_forward
+    def __init__(
+        self, block_lists: tuple[str, ...] | list[str] = (), reshard_after_forward: bool = True,
+        block_methods: tuple[str, ...] | list[str] = ("causal_forward", "causal_cross_kv"), param_dtype: str | None = None, reduce_dtype: str | None = "float32",
+    ):  # fmt: skip
+        self.block_lists, self.reshard_after_forward, self.block_methods = tuple(block_lists), reshard_after_forward, tuple(block_methods)
+        self.param_dtype, self.reduce_dtype = _dtype("param_dtype", param_dtype), _dtype("reduce_dtype", reduce_dtype)
+
+    def mp_policy(self):
+        """The ``MixedPrecisionPolicy`` of every unit (``param_dtype`` compute, ``reduce_dtype`` gradient reduction)."""
+        from torch.distributed.fsdp import MixedPrecisionPolicy
+
+        return MixedPrecisionPolicy(param_dtype=self.param_dtype, reduce_dtype=self.reduce_dtype)
 
     def wrap(self, policy: nn.Module) -> nn.Module:
         runner = PolicyRunner(policy)
@@ -204,13 +228,17 @@ class FSDP2(ManualAllReduce):
         with torch.no_grad():
             for t in list(policy.parameters()) + list(policy.buffers()):
                 torch.distributed.broadcast(t.data, src=0)
+        mp = self.mp_policy()
         for name in self.block_lists:
             blocks = policy.get_submodule(name)
             if not isinstance(blocks, nn.ModuleList):
                 raise TypeError(f"FSDP2 block_lists: {name!r} must name an nn.ModuleList in the policy, got {type(blocks).__name__}")
             for block in blocks:
-                fully_shard(block, reshard_after_forward=self.reshard_after_forward)
-        fully_shard(runner, reshard_after_forward=self.reshard_after_forward)
+                fully_shard(block, reshard_after_forward=self.reshard_after_forward, mp_policy=mp)
+                for method in self.block_methods:
+                    if hasattr(block, method):
+                        register_fsdp_forward_method(block, method)
+        fully_shard(runner, reshard_after_forward=self.reshard_after_forward, mp_policy=mp)
         register_fsdp_forward_method(runner, "collect")
         return runner
 
@@ -226,7 +254,7 @@ class FSDP2(ManualAllReduce):
         with torch.no_grad():
             for t in list(runner.parameters()) + list(runner.buffers()):
                 torch.distributed.broadcast(t.data, src=0)
-        fully_shard(runner, reshard_after_forward=self.reshard_after_forward)
+        fully_shard(runner, reshard_after_forward=self.reshard_after_forward, mp_policy=self.mp_policy())
         for name in methods:
             register_fsdp_forward_method(runner, name)
         return runner

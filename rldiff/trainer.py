@@ -7,13 +7,17 @@ and advantage estimator. One iteration (:meth:`GRPOTrainer.step`):
 
     collect:    B controls and a [F, N] mask (shared generator) -> R = B*G rollouts (this rank: G / world each)
     advantages: per-frame rewards [R, F] -> the estimator's group-normalized advantages (gathered over ranks)
-    update:     epochs x minibatches: recompute means (with grad) -> log-probs -> grpo_loss (+ KL) -> clip -> step
+    update:     epochs x minibatches (each backward in micro-batches): recompute means (with grad) -> log-probs
+                -> grpo_loss (+ KL) -> clip -> step
     log:        the metrics of the iteration; the lr schedule steps; a checkpoint when due
 
 The variants are objects passed in: the schedule (:mod:`rldiff.stochasticity`),
 the advantage estimator (:mod:`rldiff.advantages`), the learning-rate schedule
 (any ``torch.optim.lr_scheduler``, built from the optimizer by ``lr_schedule``),
-the gradient synchronization (:mod:`rldiff.parallel`). Checkpoints go through
+the gradient synchronization (:mod:`rldiff.parallel`; FSDP2's ``param_dtype`` is its
+mixed precision), the KL reference. Compute precision belongs to the policy
+(``policies.FlowPolicy(compute_dtype=...)``): weights and optimizer state stay
+float32 here whatever it is. Checkpoints go through
 :class:`rldiff.run_state.RunState` and hold full (unsharded) tensors, so they
 load into a run with any number of processes.
 """
@@ -38,6 +42,7 @@ from rldiff.parallel import ManualAllReduce
 from rldiff.rollout import step_advantages
 from rldiff.run_state import RunState
 from rldiff.stochasticity import StochasticitySchedule
+from rldiff.trainer_args import check_trainer_args
 
 __all__ = ["GRPOTrainer", "Advantages", "compute_advantages", "NonFiniteError"]
 
@@ -46,13 +51,6 @@ LOCAL_SEED_OFFSET = 1  # the trainer's noise stream on rank k is seeded rank_see
 
 class NonFiniteError(RuntimeError):
     """Too many groups had non-finite rewards or log-probs, or too many updates were skipped."""
-
-
-def _positive_int(name: str, value, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"GRPOTrainer: {name} must be a positive int{' or None' if allow_none else ''}, got {value!r}")
 
 
 class GRPOTrainer:
@@ -78,6 +76,9 @@ class GRPOTrainer:
         kl_coef: weight of the closed-form KL to the frozen reference (>= 0).
         epochs: passes over the collected batch per iteration.
         minibatch_size: rollouts per optimizer step (``None``: all local rollouts).
+        micro_batch_size: rollouts per forward/backward (``None``: the whole minibatch); a
+            micro-batch's loss is weighted by its share of the minibatch's valid steps, so the
+            accumulated gradient is the minibatch loss's (gradient accumulation).
         max_grad_norm: gradient-norm clip.
         max_nonfinite_fraction: stop with :class:`NonFiniteError` when a larger
             fraction of the iteration's groups had non-finite rewards/log-probs, or
@@ -86,8 +87,10 @@ class GRPOTrainer:
         seed: seeds the shared (controls, masks) and per-rank (noise) generators.
         checkpoint_dir: where checkpoints go (``None``: no checkpoints).
         checkpoint_every: iterations between checkpoints.
-        reference: frozen reference policy for the KL (default: a copy of the
-            policy at construction, made only when ``kl_coef > 0``); replicated on every rank.
+        reference: the KL reference: a frozen module with ``recompute`` (default: a deep copy of
+            the policy at construction, made only when ``kl_coef > 0``; replicated on every rank),
+            or an object with ``policy_context()``: the policy itself run in that context (LoRA:
+            ``policies.lora.BaseReference``, adapters off; no copy).
         parallel: how gradients are synchronized across ranks (default
             :class:`~rldiff.parallel.ManualAllReduce`).
     """
@@ -111,6 +114,7 @@ class GRPOTrainer:
         kl_coef: float = 0.0,
         epochs: int = 1,
         minibatch_size: int | None = None,
+        micro_batch_size: int | None = None,
         max_grad_norm: float = 1.0,
         max_nonfinite_fraction: float = 0.25,
         norm_eps: float = 1e-4,
@@ -121,27 +125,16 @@ class GRPOTrainer:
         parallel=None,
     ):
         world = dist_utils.world_size()
-        for name, value in (("num_controls", num_controls), ("group_size", group_size), ("epochs", epochs), ("checkpoint_every", checkpoint_every)):
-            _positive_int(name, value)
-        _positive_int("minibatch_size", minibatch_size, allow_none=True)
-        if group_size < 2:
-            raise ValueError(f"GRPOTrainer: group_size must be >= 2 for group-relative advantages, got {group_size}")
-        if group_size % world:
-            raise ValueError(f"GRPOTrainer: group_size={group_size} must be divisible by the world size {world}")
-        for name, value in (("lr", lr), ("clip_range", clip_range), ("adv_clip", adv_clip), ("max_grad_norm", max_grad_norm), ("norm_eps", norm_eps)):
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"GRPOTrainer: {name} must be a finite number > 0, got {value!r}")
-        if not (math.isfinite(kl_coef) and kl_coef >= 0):
-            raise ValueError(f"GRPOTrainer: kl_coef must be a finite number >= 0 (0: no KL), got {kl_coef!r}")
-        if not 0.0 <= gamma <= 1.0:
-            raise ValueError(f"GRPOTrainer: gamma must lie in [0, 1], got {gamma!r}")
-        if not 0.0 <= max_nonfinite_fraction <= 1.0:
-            raise ValueError(f"GRPOTrainer: max_nonfinite_fraction must lie in [0, 1], got {max_nonfinite_fraction!r}")
+        check_trainer_args(
+            world=world, num_controls=num_controls, group_size=group_size, epochs=epochs, checkpoint_every=checkpoint_every, minibatch_size=minibatch_size,
+            micro_batch_size=micro_batch_size, lr=lr, clip_range=clip_range, adv_clip=adv_clip, max_grad_norm=max_grad_norm, norm_eps=norm_eps,
+            kl_coef=kl_coef, gamma=gamma, max_nonfinite_fraction=max_nonfinite_fraction,
+        )  # fmt: skip
         self.policy, self.collector, self.controls, self.schedule = policy, collector, controls, schedule
         self.advantage = advantage if advantage is not None else GroupAdvantage()
         self.num_controls, self.group_size, self.local_group_size = num_controls, group_size, group_size // world
         self.gamma, self.clip_range, self.adv_clip, self.kl_coef = gamma, clip_range, adv_clip, kl_coef
-        self.epochs, self.minibatch_size, self.max_grad_norm = epochs, minibatch_size, max_grad_norm
+        self.epochs, self.minibatch_size, self.micro_batch_size, self.max_grad_norm = epochs, minibatch_size, micro_batch_size, max_grad_norm
         self.max_nonfinite_fraction, self.norm_eps = max_nonfinite_fraction, norm_eps
         self.seed, self.checkpoint_every = seed, checkpoint_every
         self.reference = reference
@@ -167,7 +160,7 @@ class GRPOTrainer:
                 checkpoint_dir, modules={"policy": policy}, optimizers={"policy": self.optimizer},
                 schedulers={"lr": self.lr_scheduler} if self.lr_scheduler is not None else {},
                 shared_generators={"shared": self.shared_gen}, local_generators={"local": (self.local_gen, local_seed)},
-                frozen={"reference": self.reference} if self.reference is not None else {}, parallel=self.parallel, seed=seed,
+                frozen={"reference": self.reference} if isinstance(self.reference, torch.nn.Module) else {}, parallel=self.parallel, seed=seed,
             )  # fmt: skip
         self.iteration = 0
 
@@ -204,8 +197,35 @@ class GRPOTrainer:
         ref_mean = None
         if self.kl_coef > 0:
             with torch.no_grad():
-                ref_mean = self.reference.recompute(mb, mb_control).flatten(0, 1)[sel]  # [s, ...]
+                if hasattr(self.reference, "policy_context"):  # the policy itself, e.g. with its adapters off
+                    with self.reference.policy_context():
+                        ref_mean = self.runner(mb, mb_control).flatten(0, 1)[sel]  # [s, ...]
+                else:
+                    ref_mean = self.reference.recompute(mb, mb_control).flatten(0, 1)[sel]  # [s, ...]
         return grpo_loss(log_prob, steps["log_prob"].flatten()[sel], adv.flatten()[sel], self.clip_range, mean=mean, ref_mean=ref_mean, std=std, kl_coef=self.kl_coef)
+
+    def _accumulate(self, rollout: TensorDict, control, step_adv: Tensor, valid: Tensor, idx: Tensor) -> dict[str, Tensor] | None:
+        """Backward of minibatch ``idx`` in micro-batches; returns its (weighted) loss dict, ``{}`` if nothing was valid, ``None`` if non-finite.
+
+        A micro-batch's loss is a mean over its valid steps, so it is weighted by
+        ``valid steps in it / valid steps in the minibatch``: the weighted sum is the
+        minibatch's loss and so is the accumulated gradient.
+        """
+        size = self.micro_batch_size or len(idx)
+        total = max(int(valid[idx].sum()), 1)
+        sums: dict[str, Tensor] = {}
+        for start in range(0, len(idx), size):
+            mi = idx[start : start + size]
+            out = self._loss(rollout[mi], control, step_adv[mi], valid[mi])
+            if dist_utils.any_flag(out is None):
+                return None
+            if dist_utils.any_flag(not out):  # nothing valid in this micro-batch on some rank: every rank skips it
+                continue
+            weight = int(valid[mi].sum()) / total
+            (out["loss"] * weight).backward()
+            for k, v in out.items():
+                sums[k] = sums.get(k, 0.0) + weight * v.detach()
+        return sums
 
     def update(self, rollout: TensorDict, control, adv: Advantages) -> dict[str, float]:
         """Epochs of minibatch GRPO updates on one collected batch."""
@@ -214,14 +234,13 @@ class GRPOTrainer:
         count, skipped, first_ratio = 0, 0, float("nan")
         for _ in range(self.epochs):
             for idx in self._minibatches(rollout.shape[0]):
-                out = self._loss(rollout[idx], control, step_adv[idx], adv.valid[idx])
-                if dist_utils.any_flag(out is None):  # non-finite log-probs on some rank: every rank skips
+                out = self._accumulate(rollout, control, step_adv, adv.valid, idx)
+                if out is None:  # non-finite log-probs on some rank: every rank skips
                     skipped += 1
                     self.optimizer.zero_grad(set_to_none=True)
                     continue
-                if dist_utils.any_flag(not out):  # nothing valid to learn from on some rank
+                if not out:  # nothing valid to learn from
                     continue
-                out["loss"].backward()
                 self.parallel.after_backward(self.params)
                 grad_norm = self.parallel.clip_grad_norm(self.params, self.max_grad_norm)
                 if dist_utils.any_flag(not bool(torch.isfinite(grad_norm))):

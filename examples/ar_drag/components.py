@@ -33,21 +33,35 @@ def _causal_dir(path: str | Path, hint: str = "") -> Path:
     return path
 
 
-def sprites_student(codec, step, path: str, window: int | None, sink: int | None, text_dim: int, heatmap_sigma: float, num_steps: int, shift: float):
+def memory_options(model, checkpointing: bool, lora_rank: int, lora_alpha: float | None):
+    """Turn on per-block activation checkpointing and inject LoRA adapters (``lora_rank > 0``) into ``model``."""
+    model.checkpointing = bool(checkpointing)
+    if lora_rank:
+        from policies.lora import add_lora
+
+        add_lora(model, rank=lora_rank, alpha=lora_alpha)
+    return model
+
+
+def sprites_student(
+    codec, step, path: str, window: int | None, sink: int | None, text_dim: int, heatmap_sigma: float, num_steps: int, shift: float,
+    checkpointing: bool = False, compute_dtype: str = "float32", lora_rank: int = 0, lora_alpha: float | None = None,
+):  # fmt: skip
     """``FlowPolicy`` around the bundled Sprites-Drag ``CausalWan`` with hash text embeddings."""
     from policies import CausalWan, FlowPolicy
     from policies.conditioning import ControlEncoder
     from policies.text_encoder import HashTextEncoder
 
     hint = " (the bundled student: run examples/ar_drag_distill.py with export_dir, see docs/results.md)"
-    model = CausalWan.from_pretrained(_causal_dir(path, hint), window=window, sink=sink)
+    model = memory_options(CausalWan.from_pretrained(_causal_dir(path, hint), window=window, sink=sink), checkpointing, lora_rank, lora_alpha)
     encoder = ControlEncoder(codec, HashTextEncoder(dim=text_dim), mask_channels=4, heatmap_sigma=heatmap_sigma)
-    return FlowPolicy(model, encoder, step=step, num_steps=num_steps, shift=shift)
+    return FlowPolicy(model, encoder, step=step, num_steps=num_steps, shift=shift, compute_dtype=compute_dtype)
 
 
 def wan_student(
     codec, step, path: str, text_encoder_path: str, tokenizer_path: str | None, image_encoder_path: str | None,
     extra_in_channels: int, heatmap_sigma: float, num_steps: int, shift: float, dtype: str, window: int | None, sink: int | None,
+    checkpointing: bool = False, compute_dtype: str = "float32", lora_rank: int = 0, lora_alpha: float | None = None,
 ):  # fmt: skip
     """``FlowPolicy`` around a ``CausalWan`` from a diffusers Wan I2V directory, with UMT5 text and CLIP image encoders."""
     from policies import CausalWan, FlowPolicy
@@ -58,10 +72,11 @@ def wan_student(
     path = _causal_dir(path)
     extra = None if (path / "causal_config.json").exists() else extra_in_channels  # a saved CausalWan has its channels
     model = CausalWan.from_pretrained(path, extra_in_channels=extra, window=window, sink=sink, torch_dtype=getattr(torch, dtype))
+    memory_options(model, checkpointing, lora_rank, lora_alpha)
     text = UMT5TextEncoder.from_pretrained(text_encoder_path, tokenizer_path)
     image = CLIPImageEncoder.from_pretrained(image_encoder_path) if image_encoder_path else None
     encoder = ControlEncoder(codec, text, image, mask_channels=4, heatmap_sigma=heatmap_sigma)
-    return FlowPolicy(model, encoder, step=step, num_steps=num_steps, shift=shift)
+    return FlowPolicy(model, encoder, step=step, num_steps=num_steps, shift=shift, compute_dtype=compute_dtype)
 
 
 @dataclass
@@ -76,6 +91,10 @@ class SpritesStudentConf:
     heatmap_sigma: float = 1.5  # trajectory Gaussian std in pixels
     num_steps: int = 3  # N, denoising steps per frame (as distilled)
     shift: float = 3.0  # timestep shift of the sigmas (as distilled)
+    checkpointing: bool = False  # recompute each transformer block's activations in backward (less memory, ~1/3 more compute)
+    compute_dtype: str = "float32"  # matmul dtype under autocast (bfloat16: bf16 compute, fp32 weights, SDE step and log-probs)
+    lora_rank: int = 0  # LoRA adapters of this rank on attention and FFN projections, base frozen (0: full fine-tuning; needs peft)
+    lora_alpha: float | None = None  # LoRA scale numerator (None: lora_rank, i.e. scale 1)
 
 
 @dataclass
@@ -91,9 +110,13 @@ class WanStudentConf:
     heatmap_sigma: float = 6.0  # trajectory Gaussian std in pixels
     num_steps: int = 3  # N, denoising steps per frame
     shift: float = 5.0  # timestep shift of the sigmas
-    dtype: str = "float32"  # model weights dtype (bfloat16 on GPU)
+    dtype: str = "float32"  # model weights dtype: keep float32 (the optimizer's master weights) and set compute_dtype for bf16
     window: int | None = None  # KV window in frames, the current block included, sinks not counted (None: as saved with the model, else 7)
     sink: int | None = None  # first frames kept in every window (None: as saved with the model, else 0)
+    checkpointing: bool = False  # recompute each transformer block's activations in backward (less memory, ~1/3 more compute)
+    compute_dtype: str = "float32"  # matmul dtype under autocast (bfloat16: bf16 compute, fp32 weights, SDE step and log-probs)
+    lora_rank: int = 0  # LoRA adapters of this rank on attention and FFN projections, base frozen (0: full fine-tuning; needs peft)
+    lora_alpha: float | None = None  # LoRA scale numerator (None: lora_rank, i.e. scale 1)
 
 
 @dataclass

@@ -129,7 +129,8 @@ class TeacherStage(_Stage):
         super().__init__(ckpt_dir, final_dir, cfg.checkpoint_every, cfg.seed)
         self.world, self.batch_size, self.shift = world, local_batch(cfg.batch_size), cfg.shift
         self.config = tiny_wan_config(world.codec.latent_channels, world.encoder.cond_channels, cfg.dim, cfg.heads, cfg.layers, cfg.text_dim, patch=1)
-        self.teacher = dist_utils.broadcast_module_(BidirectionalWan.from_config(self.config))  # replicas start from rank 0's weights
+        teacher = BidirectionalWan.from_config(self.config, checkpointing=getattr(cfg, "checkpointing", False))
+        self.teacher = dist_utils.broadcast_module_(teacher)  # replicas start from rank 0's weights
         self.parallel = parallel if parallel is not None else ManualAllReduce()
         if not 0.0 <= cfg.teacher_ema < 1.0:
             raise ValueError(f"teacher_ema must be in [0, 1) (0: no EMA), got {cfg.teacher_ema}")
@@ -186,7 +187,7 @@ class DistillStage(_Stage):
         self.distiller = Distiller(
             self.student, teacher, rollout, sigmas,
             lr_generator=cfg.lr_generator, lr_critic=cfg.lr_critic, generator_every=cfg.generator_every, adv_weight=cfg.adv_weight,
-            parallel=parallel,
+            parallel=parallel, critic_checkpointing=getattr(cfg, "checkpointing", False),
         )  # fmt: skip
         self.parallel = self.distiller.parallel
 

@@ -107,8 +107,18 @@ class FSDP2Conf:
     """torch FSDP2 (fully_shard on the policy root, optionally per block; sharded parameters, gradients, optimizer state)."""
 
     _target_: str = "rldiff.parallel.FSDP2"
-    block_lists: list[str] = field(default_factory=list)  # ModuleLists whose blocks are own units (only for models that call blocks as modules)
+    block_lists: list[str] = field(default_factory=list)  # ModuleLists whose blocks are own units (see fsdp2_blocks)
     reshard_after_forward: bool = True  # free gathered block weights after forward
+    block_methods: list[str] = field(default_factory=lambda: ["causal_forward", "causal_cross_kv"])  # block methods FSDP2 hooks besides forward (CausalWan's)
+    param_dtype: str | None = None  # compute dtype of the gathered weights (bfloat16: bf16 compute on fp32 sharded master weights)
+    reduce_dtype: str | None = "float32"  # dtype of the gradient reduce-scatter (None: param_dtype)
+
+
+@dataclass
+class FSDP2BlocksConf(FSDP2Conf):
+    """FSDP2 with each CausalWan transformer block of the GRPO policy its own unit, then the root (the GRPO job only)."""
+
+    block_lists: list[str] = field(default_factory=lambda: ["model.transformer.blocks"])  # the FlowPolicy's CausalWan blocks
 
 
 def register(cs: ConfigStore | None = None) -> None:
@@ -118,5 +128,5 @@ def register(cs: ConfigStore | None = None) -> None:
         cs.store(group="schedule", name=name, node=node)
     cs.store(group="lr_schedule", name="linear", node=LinearLRConf)
     cs.store(group="lr_schedule", name="constant", node=ConstantLRConf)
-    for name, node in (("none", NoParallelConf), ("ddp", DDPConf), ("fsdp2", FSDP2Conf)):
+    for name, node in (("none", NoParallelConf), ("ddp", DDPConf), ("fsdp2", FSDP2Conf), ("fsdp2_blocks", FSDP2BlocksConf)):
         cs.store(group="parallel", name=name, node=node)
