@@ -9,7 +9,8 @@ the real videos are cached as .npz (``reference_cache``).
 Outputs in the run directory, under eval/: table.md, table.json, chart.png,
 videos_<model>.gif (target trajectory white, tracked red).
 
-Models (``models=[...]``): ``teacher`` / ``student`` (bundled), ``run:DIR`` (a GRPO
+Models (``models=[...]``): ``teacher`` / ``student`` (bundled), ``undistilled[:DIR]`` (the
+student before distillation: a teacher's weights, default the bundled one, made causal), ``run:DIR`` (a GRPO
 run's newest checkpoint on the policy group's student), ``causal:DIR`` (a saved
 CausalWan directory), ``bidirectional:DIR`` (a teacher directory), ``policy`` (the
 policy group as configured, e.g. ``policy=wan policy.path=...``); ``NAME@SPEC`` names a column.
@@ -165,12 +166,15 @@ for _group, _options in {
 CHART_KEYS = ["latency_first_frame_s", "fps", "fid", "fvd", "aesthetic", "motion_smoothness", "objmc_px", "trajectory_error", "sprite_offset", "quality"]
 
 
+KINDS = ("teacher", "student", "undistilled", "run", "causal", "bidirectional", "policy")
+
+
 def parse_model(entry: str) -> tuple[str, str, str | None]:
     """``[NAME@]kind[:path]`` -> (column name, kind, path)."""
     name, _, spec = entry.partition("@") if "@" in entry.split(":", 1)[0] else ("", "", entry)
     kind, _, path = spec.partition(":")
-    if kind not in ("teacher", "student", "run", "causal", "bidirectional", "policy") or (kind in ("run", "causal", "bidirectional")) != bool(path):
-        raise ValueError(f"models: {entry!r} is not one of teacher, student, policy, run:DIR, causal:DIR, bidirectional:DIR (optionally NAME@...)")
+    if kind not in KINDS or (kind in ("run", "causal", "bidirectional")) != bool(path):
+        raise ValueError(f"models: {entry!r} is not one of teacher, student, undistilled[:DIR], policy, run:DIR, causal:DIR, bidirectional:DIR (optionally NAME@...)")
     return name or (f"{kind}:{Path(path).name}" if path else kind), kind, path or None
 
 
@@ -183,6 +187,11 @@ def build_model(kind: str, path: str | None, cfg, codec):
     if kind in ("teacher", "bidirectional"):
         teacher = BidirectionalWan.from_pretrained(path or components.BUNDLE / "teacher").requires_grad_(False).eval()
         return teacher, False, cfg.teacher_steps, cfg.teacher_shift
+    if kind == "undistilled":  # the student before distillation: the teacher's weights, causal, the policy's steps
+        policy = instantiate(cfg.policy, codec=codec, step=cfg.step)
+        window, sink = policy.model.window, policy.model.sink
+        model = CausalWan.from_pretrained(path or components.BUNDLE / "teacher", extra_in_channels=0, window=window, sink=sink)
+        return model.requires_grad_(False).eval(), True, policy.num_steps, policy.shift
     overrides = {"path": str(components.BUNDLE / "student")} if kind == "student" else {"path": path} if kind == "causal" else {}
     policy = instantiate(cfg.policy, codec=codec, step=cfg.step, **overrides)
     if kind == "run":
