@@ -88,7 +88,7 @@ def test_wrong_feature_shape_is_named(tmp_path):
 
 def test_sprites_feature_net_round_trip_and_errors(tmp_path):
     torch.manual_seed(0)
-    net = SpritesFeatureNet(dim=8, num_frames=4)
+    net = SpritesFeatureNet(dim=8, num_frames=4).eval()  # BatchNorm on running statistics, as loaded
     path = tmp_path / "features.safetensors"
     save_tensors(path, net.state_dict(), metadata={"config": '{"dim": 8, "num_frames": 4}'})
     clips = torch.rand(5, 4, 3, 32, 32)
