@@ -85,26 +85,13 @@ def generate(
     if p > 1:
         yield from _generate_blocks(model, encoder, codec, control, num_frames, num_steps, shift, generator, trajectory_fn, p)
         return
-    device = next(model.parameters()).device
-    sigmas = shifted_sigmas(num_steps, shift).tolist()
-    start = time.perf_counter()
-    with torch.no_grad():
-        cond_seed = int(torch.randint(0, 2**62, (), generator=generator))
-        cond = encoder.encode(control, num_frames, generator=torch.Generator().manual_seed(cond_seed)).to(device)
-        b, _, _, height, width = cond["frames"].shape
-        noise = torch.randn(b, num_frames, model.latent_channels, height, width, generator=generator)  # [B, F, C, H, W]
-        noise = noise.to(device)
-        cache = model.new_cache(cond)
-        decoder = codec.stream_decoder()
+    device, sigmas, start = next(model.parameters()).device, shifted_sigmas(num_steps, shift).tolist(), time.perf_counter()
+    cond_seed, cond, noise, cache, decoder = _start(model, encoder, codec, control, num_frames, generator, device)
     for m in range(num_frames):
         frame_start = time.perf_counter()
         with torch.no_grad():
             if m > 0 and trajectory_fn is not None:
-                new_control = trajectory_fn(m, control)
-                if new_control is not None:
-                    control = new_control
-                    fresh = encoder.encode(control, num_frames, generator=torch.Generator().manual_seed(cond_seed)).to(device)
-                    cond["frames"] = torch.cat([cond["frames"][:, :m], fresh["frames"][:, m:]], dim=1)  # [B, F, C_cond, H, W]
+                control = _follow(trajectory_fn, m, control, encoder, num_frames, cond_seed, cond, device)
             x = noise[:, m]  # [B, C, H, W]
             for n in range(num_steps):
                 v = model.forward_frame(x, m, 1000.0 * sigmas[n], cond, cache).float()
@@ -119,30 +106,38 @@ def generate(
                 model.commit(x, m, cond, cache)
 
 
-def _generate_blocks(model, encoder, codec, control, num_frames, num_steps, shift, generator, trajectory_fn, p) -> Iterator[GeneratedFrame]:
-    """:func:`generate` for blocks of ``p`` frames (same draws: the noise of every frame at the start, then the cond seed)."""
-    if num_frames % p:
-        raise ValueError(f"num_frames = {num_frames} must be a multiple of the model's frames_per_block = {p}")
-    device = next(model.parameters()).device
-    sigmas = shifted_sigmas(num_steps, shift).tolist()
-    start = time.perf_counter()
+def _start(model, encoder, codec, control: Control, num_frames: int, generator, device):
+    """The draws every generation starts with: the conditioning's seed, then the initial noise of every frame."""
     with torch.no_grad():
         cond_seed = int(torch.randint(0, 2**62, (), generator=generator))
         cond = encoder.encode(control, num_frames, generator=torch.Generator().manual_seed(cond_seed)).to(device)
         b, _, _, height, width = cond["frames"].shape
         noise = torch.randn(b, num_frames, model.latent_channels, height, width, generator=generator).to(device)  # [B, F, C, H, W]
-        cache = model.new_cache(cond)
-        decoder = codec.stream_decoder()
+        return cond_seed, cond, noise, model.new_cache(cond), codec.stream_decoder()
+
+
+def _follow(trajectory_fn, m: int, control: Control, encoder, num_frames: int, cond_seed: int, cond, device) -> Control:
+    """Ask ``trajectory_fn`` for a new control before frame ``m``; a new one re-encodes ``cond``'s frames ``m ..`` in place."""
+    new_control = trajectory_fn(m, control)
+    if new_control is None:
+        return control
+    fresh = encoder.encode(new_control, num_frames, generator=torch.Generator().manual_seed(cond_seed)).to(device)
+    cond["frames"] = torch.cat([cond["frames"][:, :m], fresh["frames"][:, m:]], dim=1)  # [B, F, C_cond, H, W]
+    return new_control
+
+
+def _generate_blocks(model, encoder, codec, control, num_frames, num_steps, shift, generator, trajectory_fn, p) -> Iterator[GeneratedFrame]:
+    """:func:`generate` for blocks of ``p`` frames (same draws: the noise of every frame at the start, then the cond seed)."""
+    if num_frames % p:
+        raise ValueError(f"num_frames = {num_frames} must be a multiple of the model's frames_per_block = {p}")
+    device, sigmas, start = next(model.parameters()).device, shifted_sigmas(num_steps, shift).tolist(), time.perf_counter()
+    cond_seed, cond, noise, cache, decoder = _start(model, encoder, codec, control, num_frames, generator, device)
     for blk in range(num_frames // p):
         m = blk * p
         block_start = time.perf_counter()
         with torch.no_grad():
             if m > 0 and trajectory_fn is not None:
-                new_control = trajectory_fn(m, control)
-                if new_control is not None:
-                    control = new_control
-                    fresh = encoder.encode(control, num_frames, generator=torch.Generator().manual_seed(cond_seed)).to(device)
-                    cond["frames"] = torch.cat([cond["frames"][:, :m], fresh["frames"][:, m:]], dim=1)  # [B, F, C_cond, H, W]
+                control = _follow(trajectory_fn, m, control, encoder, num_frames, cond_seed, cond, device)
             x = noise[:, m : m + p]  # [B, P, C, H, W]
             for n in range(num_steps):
                 v = model.forward_block(x, blk, 1000.0 * sigmas[n], cond, cache).float()
