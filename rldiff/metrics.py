@@ -15,6 +15,7 @@ models being timed are passed in (loaded elsewhere: ``rewards.feature_nets``).
 - ``measure_latency(stream, ...)``: first-frame latency and steady-state frames per
   second, after warm-up, median of several runs, with an injectable clock and sync;
 - ``mean_interval(values)``: mean and half-width of the 95% Student-t interval.
+- ``difference_interval(a, b)``: mean(a) - mean(b) and the half-width of its 95% Welch interval (independent runs).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ __all__ = [
     "Latency",
     "measure_latency",
     "mean_interval",
+    "difference_interval",
 ]
 
 
@@ -206,6 +208,27 @@ def mean_interval(values: Iterable[float]) -> tuple[float, float]:
     mean = sum(xs) / len(xs)
     if len(xs) == 1:
         return mean, float("nan")
-    df = len(xs) - 1
-    t = _T975[df - 1] if df <= len(_T975) else 1.960
-    return mean, t * statistics.stdev(xs) / math.sqrt(len(xs))
+    return mean, _t975(len(xs) - 1) * statistics.stdev(xs) / math.sqrt(len(xs))
+
+
+def difference_interval(a: Iterable[float], b: Iterable[float]) -> tuple[float, float]:
+    """``(mean(a) - mean(b), half-width)`` of the 95% Welch interval of the difference of two independent samples.
+
+    For rows trained with different seeds (e.g. GRPO runs vs Self-Rollout runs): each sample's variance enters
+    on its own, and the Welch-Satterthwaite degrees of freedom are rounded down (a slightly wider, conservative
+    interval). An interval that excludes 0 says the difference is larger than the run-to-run noise. Both
+    samples need at least two values.
+    """
+    xs, ys = [float(v) for v in a], [float(v) for v in b]
+    if len(xs) < 2 or len(ys) < 2:
+        raise ValueError(f"difference_interval: each sample needs >= 2 values, got {len(xs)} and {len(ys)}")
+    va, vb = statistics.variance(xs) / len(xs), statistics.variance(ys) / len(ys)
+    diff = statistics.fmean(xs) - statistics.fmean(ys)
+    if va + vb == 0:
+        return diff, 0.0
+    df = (va + vb) ** 2 / (va**2 / (len(xs) - 1) + vb**2 / (len(ys) - 1))
+    return diff, _t975(max(1, math.floor(df))) * math.sqrt(va + vb)
+
+
+def _t975(df: int) -> float:
+    return _T975[df - 1] if df <= len(_T975) else 1.960
