@@ -173,7 +173,8 @@ def parse_model(entry: str) -> tuple[str, str, str | None]:
     """``[NAME@]kind[:path]`` -> (column name, kind, path)."""
     name, _, spec = entry.partition("@") if "@" in entry.split(":", 1)[0] else ("", "", entry)
     kind, _, path = spec.partition(":")
-    if kind not in KINDS or (kind in ("run", "causal", "bidirectional")) != bool(path):
+    needs_path = kind in ("run", "causal", "bidirectional")
+    if kind not in KINDS or (needs_path and not path) or (path and not (needs_path or kind == "undistilled")):
         raise ValueError(f"models: {entry!r} is not one of teacher, student, undistilled[:DIR], policy, run:DIR, causal:DIR, bidirectional:DIR (optionally NAME@...)")
     return name or (f"{kind}:{Path(path).name}" if path else kind), kind, path or None
 

@@ -60,3 +60,19 @@ def test_user_benchmark_folder_and_bad_model_entry(tmp_path):
     assert "fid" in cols["student"] and "fvd" not in cols["student"] and "sprite_offset" not in cols["student"]
     bad = run(tmp_path, "models=[checkpoint:/x]")
     assert bad.returncode != 0 and "models: 'checkpoint:/x' is not one of" in bad.stderr
+
+
+def test_model_entries_parse_and_bad_ones_name_the_entry():
+    import pytest
+
+    from examples.evaluate import parse_model
+
+    assert parse_model("teacher") == ("teacher", "teacher", None)
+    assert parse_model("sr@student") == ("sr", "student", None)
+    assert parse_model("undistilled") == ("undistilled", "undistilled", None)
+    # the student before distillation of another teacher (e.g. a teacher trained with another seed)
+    assert parse_model("u1@undistilled:runs/t1/teacher") == ("u1", "undistilled", "runs/t1/teacher")
+    assert parse_model("causal:runs/sf0/student") == ("causal:student", "causal", "runs/sf0/student")
+    for bad in ("run", "causal", "bidirectional", "teacher:some/dir", "student:x", "policy:x", "nonsense"):
+        with pytest.raises(ValueError, match=f"models: '{bad}' is not one of"):
+            parse_model(bad)
